@@ -1,0 +1,338 @@
+"""The plugin manager: built-in plugins, entry-point plugins, callbacks.
+
+Built-ins are registered from :data:`BUILTIN_PLUGINS`, an explicit tuple.
+External plugins are the entry points of the ``ember.plugins`` group of every
+installed distribution. A broken external plugin never takes ember down: it
+is recorded as a :class:`PluginFailure` (with its distribution and version),
+reported as a warning by the trainer and listed by ``ember plugins``.
+
+Environment variables:
+
+``EMBER_DISABLE_PLUGIN_AUTOLOAD=1``
+    Load no entry-point plugin except those named in ``EMBER_PLUGINS`` (or the
+    stack's ``plugins.enable``).
+``EMBER_PLUGINS=a,b``
+    Allow-list: load only these entry-point plugins (entry-point or
+    distribution names).
+``EMBER_DISABLE_PLUGINS=a,b``
+    Never load or register these plugins (built-in names work too).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from ember import hookspecs
+from ember.callback import Callback
+from ember.roles import RoleRegistry, closest
+
+if sys.version_info >= (3, 10):
+    from importlib import metadata as importlib_metadata
+else:  # pragma: no cover
+    import importlib_metadata
+
+ENTRY_POINT_GROUP = "ember.plugins"
+
+hookimpl = pluggy.HookimplMarker("ember")
+
+#: ember's own plugins, registered in this order before any external one.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "ember.plugins.accelerators.cpu",
+    "ember.plugins.strategies.single_device",
+    "ember.plugins.precision.true_precision",
+    "ember.plugins.checkpoint_io.torch_io",
+    "ember.plugins.environments.local",
+    "ember.plugins.loggers.csv_logger",
+    "ember.plugins.callbacks.progress",
+    "ember.plugins.callbacks.model_summary",
+    "ember.plugins.callbacks.model_checkpoint",
+    "ember.plugins.callbacks.early_stopping",
+    "ember.plugins.callbacks.lr_monitor",
+)
+
+
+class PluginValidationError(Exception):
+    """A plugin implements something the kernel does not know."""
+
+
+class EmberPluginWarning(UserWarning):
+    """An external plugin could not be loaded; ember carried on without it."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+@dataclass
+class PluginFailure:
+    """An entry-point plugin that failed to import or register."""
+
+    name: str
+    distribution: str
+    version: str
+    target: str
+    error: str
+    traceback: str = ""
+
+    def describe(self) -> str:
+        return (
+            f"ember plugin {self.name!r} from distribution {self.distribution} {self.version} "
+            f"({self.target}) failed to load: {self.error}. ember continues without it; "
+            f"fix or uninstall it (pip uninstall {self.distribution}), or disable it with "
+            f"EMBER_DISABLE_PLUGINS={self.name}."
+        )
+
+
+@dataclass
+class PluginSource:
+    """Where a registered plugin came from."""
+
+    kind: str  # "builtin", "entrypoint", "callback", "explicit"
+    distribution: str = "ember"
+    version: str = ""
+    target: str = ""
+
+
+@dataclass
+class AutoloadSettings:
+    autoload: bool = True
+    allow: list[str] = field(default_factory=list)
+    disable: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> AutoloadSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            autoload=not _truthy(env.get("EMBER_DISABLE_PLUGIN_AUTOLOAD")),
+            allow=_csv(env.get("EMBER_PLUGINS")),
+            disable=_csv(env.get("EMBER_DISABLE_PLUGINS")),
+        )
+
+    def merged(self, *, enable: Iterable[str] = (), disable: Iterable[str] = (), autoload: bool | None = None) -> AutoloadSettings:
+        return AutoloadSettings(
+            autoload=self.autoload if autoload is None else (autoload and self.autoload),
+            allow=[*self.allow, *enable],
+            disable=[*self.disable, *disable],
+        )
+
+
+_HOOK_NAMES: frozenset[str] = frozenset(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "ember_spec"))
+
+
+def _positional_capacity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` accepts (a large number for *args)."""
+    count = 0
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return 1 << 30
+        if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def spec_argnames(hook_name: str) -> tuple[str, ...]:
+    return tuple(inspect.signature(getattr(hookspecs, hook_name)).parameters)
+
+
+def positional_adapter(method: Callable[..., Any], argnames: tuple[str, ...], skip: int = 0) -> Callable[..., Any]:
+    """Wrap ``method`` so it can be called with the hook's full positional
+    arguments: the first ``skip`` are dropped, and arguments beyond what the
+    method accepts are not passed (Lightning's batch hooks leave out
+    ``dataloader_idx``). The wrapper carries the hook's signature, so pluggy
+    calls it like any other implementation."""
+    wanted = min(_positional_capacity(method), len(argnames) - skip)
+    stop = skip + wanted
+    if skip == 0 and stop == len(argnames):
+
+        def adapter(*args: Any) -> Any:
+            return method(*args)
+
+    else:
+
+        def adapter(*args: Any) -> Any:
+            return method(*args[skip:stop])
+
+    adapter.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in argnames]
+    )
+    adapter.__name__ = getattr(method, "__name__", "hook")
+    adapter.__qualname__ = adapter.__name__
+    adapter.ember_target = method  # type: ignore[attr-defined]
+    adapter.ember_exact = skip == 0 and stop == len(argnames)  # type: ignore[attr-defined]
+    return adapter
+
+
+def overridden_hooks(obj: Any, base: type) -> list[str]:
+    """Hook names that ``type(obj)`` overrides relative to ``base``."""
+    cls = type(obj)
+    return [n for n in sorted(_HOOK_NAMES) if hasattr(base, n) and getattr(cls, n, None) is not getattr(base, n)]
+
+
+class _CallbackPlugin:
+    """The face a :class:`Callback` shows pluggy: one hook implementation per
+    overridden method, with the hook's signature."""
+
+    def __init__(self, callback: Callback) -> None:
+        self.callback = callback
+        for name in overridden_hooks(callback, Callback):
+            adapter = positional_adapter(getattr(callback, name), spec_argnames(name))
+            setattr(self, name, hookimpl(adapter))
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager with ember's specs, sources and failure reports."""
+
+    def __init__(self) -> None:
+        super().__init__("ember")
+        self.add_hookspecs(hookspecs)
+        self.failures: list[PluginFailure] = []
+        self.sources: dict[str, PluginSource] = {}
+        self.disabled: list[str] = []
+
+    # -- registration ----------------------------------------------------
+    def register(self, plugin: Any, name: str | None = None, source: PluginSource | None = None) -> str | None:  # type: ignore[override]
+        registered = super().register(plugin, name)
+        if registered is None:
+            return None
+        try:
+            self._check_known_hooks(plugin, registered)
+        except PluginValidationError:
+            self.unregister(plugin)
+            raise
+        self.sources[registered] = source or PluginSource("explicit", distribution="", version="")
+        return registered
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        name = name or self.get_name(plugin)
+        self.sources.pop(name or "", None)
+        return super().unregister(plugin, name)
+
+    def _check_known_hooks(self, plugin: Any, name: str) -> None:
+        for caller in self.get_hookcallers(plugin) or []:
+            if caller.name not in _HOOK_NAMES:
+                match = closest(caller.name, _HOOK_NAMES)
+                hint = f" Did you mean {match!r}?" if match else ""
+                raise PluginValidationError(
+                    f"Plugin {name!r} implements {caller.name!r}, which is not an ember hook.{hint} "
+                    "The hooks are listed in ember.hookspecs (docs/reference/hooks.md)."
+                )
+
+    def register_callback(self, callback: Callback, kind: str = "callback") -> str:
+        """Register a callback (or logger) instance; returns its plugin name."""
+        base = f"{kind}:{type(callback).__qualname__}"
+        name, n = base, 1
+        while self.has_plugin(name):
+            n += 1
+            name = f"{base}#{n}"
+        # The distribution is looked up only when someone lists plugins: it scans
+        # every installed distribution, too slow for each Trainer.
+        self.register(_CallbackPlugin(callback), name, PluginSource(kind, distribution="", target=type(callback).__module__))
+        return name
+
+    def load_builtins(self, disable: Iterable[str] = ()) -> None:
+        skip = set(disable)
+        for modname in BUILTIN_PLUGINS:
+            if modname in skip or modname.rsplit(".", 1)[-1] in skip:
+                self.disabled.append(modname)
+                continue
+            if self.has_plugin(modname):
+                continue
+            from ember import __version__
+
+            self.register(importlib.import_module(modname), modname, PluginSource("builtin", "ember", __version__, modname))
+
+    def load_entrypoints(self, settings: AutoloadSettings | None = None) -> None:
+        settings = settings or AutoloadSettings.from_env()
+        allow = set(settings.allow)
+        deny = set(settings.disable)
+        for ep, dist_name, version in _entry_points():
+            names = {ep.name, dist_name}
+            if names & deny:
+                self.disabled.append(ep.name)
+                continue
+            if allow and not names & allow:
+                continue
+            if not settings.autoload and not names & allow:
+                continue
+            if self.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+                self.register(plugin, ep.name, PluginSource("entrypoint", dist_name, version, ep.value))
+            except Exception as exc:  # a broken third-party plugin must not take ember down
+                self.failures.append(
+                    PluginFailure(
+                        name=ep.name,
+                        distribution=dist_name,
+                        version=version,
+                        target=ep.value,
+                        error=f"{type(exc).__name__}: {exc}",
+                        traceback=traceback.format_exc(),
+                    )
+                )
+
+    def warn_failures(self) -> None:
+        for failure in self.failures:
+            warnings.warn(failure.describe(), EmberPluginWarning, stacklevel=3)
+
+    # -- roles -------------------------------------------------------------
+    def build_registry(self) -> RoleRegistry:
+        """Ask every plugin for its role providers, earliest-registered first, so
+        a later plugin can replace a built-in name on purpose."""
+        registry = RoleRegistry()
+        impls = self.hook.register_roles.get_hookimpls()
+        for impl in sorted(impls, key=lambda i: list(self._name2plugin).index(i.plugin_name)):
+            with registry.registering_for(impl.plugin_name):
+                try:
+                    impl.function(registry)
+                except Exception as exc:
+                    source = self.sources.get(impl.plugin_name)
+                    if source is None or source.kind == "builtin":
+                        raise
+                    self.failures.append(
+                        PluginFailure(impl.plugin_name, source.distribution, source.version, source.target, f"register_roles raised {type(exc).__name__}: {exc}", traceback.format_exc())
+                    )
+        return registry
+
+    def hooks_of(self, name: str) -> list[str]:
+        plugin = self.get_plugin(name)
+        return sorted(c.name for c in self.get_hookcallers(plugin) or [])
+
+
+def distribution_of(module_name: str) -> str:
+    top = module_name.split(".", 1)[0]
+    try:
+        dists = importlib_metadata.packages_distributions().get(top)
+    except Exception:  # pragma: no cover - metadata quirks must not break registration
+        dists = None
+    return dists[0] if dists else ""
+
+
+def _entry_points() -> list[tuple[Any, str, str]]:
+    found = []
+    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        found.append((ep, dist.metadata["Name"] if dist else "?", dist.version if dist else "?"))
+    return found
+
+
+def default_plugin_manager(settings: AutoloadSettings | None = None) -> PluginManager:
+    """A manager with the built-ins and the (allowed) entry-point plugins."""
+    settings = settings or AutoloadSettings.from_env()
+    pm = PluginManager()
+    pm.load_builtins(settings.disable)
+    pm.load_entrypoints(settings)
+    return pm

@@ -1,0 +1,244 @@
+"""Roles with a single provider, and the registry through which plugins offer them.
+
+Accelerator, strategy, precision, checkpoint IO and cluster environment each
+have exactly one provider per run. The trainer picks each one by name once, at
+set-up, and then calls it directly: these are not broadcast hooks. Callbacks
+and loggers are registered here too, so a stack file can name them.
+
+A plugin offers providers from its ``register_roles`` hook::
+
+    @ember.hookimpl
+    def register_roles(registry):
+        registry.add("strategy", "my_strategy", MyStrategy)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from ember.module import Module
+
+KINDS: tuple[str, ...] = ("accelerator", "strategy", "precision", "checkpoint_io", "environment", "callback", "logger")
+
+
+class UnknownNameError(LookupError):
+    """A name was asked for that no plugin registered."""
+
+
+def closest(name: str, candidates: Any) -> str | None:
+    """The candidate most similar to ``name``, if any is reasonably close."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Any) -> str:
+    match = closest(name, candidates)
+    return f" Did you mean {match!r}?" if match else ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str  # name of the plugin that registered it
+
+
+class RoleRegistry:
+    """Name to provider, per kind. Later registrations of a name win, so an
+    external plugin can replace a built-in one deliberately."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._current_plugin = "<unknown>"
+
+    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
+        """Offer ``factory`` under ``name`` for role ``kind``."""
+        if kind not in self._entries:
+            raise ValueError(f"Unknown role kind {kind!r}; expected one of {', '.join(KINDS)}.{did_you_mean(kind, KINDS)}")
+        self._entries[kind][name] = Entry(kind, name, factory, self._current_plugin)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def entries(self) -> list[Entry]:
+        return [e for kind in KINDS for e in self._entries[kind].values()]
+
+    def entry(self, kind: str, name: str) -> Entry:
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            known = self.names(kind)
+            raise UnknownNameError(
+                f"No {kind} named {name!r} is registered. Registered: {', '.join(known) or 'none'}."
+                f"{did_you_mean(name, known)} A plugin that provides it may be missing or disabled; "
+                "run `ember plugins` to see what is installed."
+            ) from None
+
+    def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.entry(kind, name).factory(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def registering_for(self, plugin_name: str):  # type: ignore[no-untyped-def]
+        previous, self._current_plugin = self._current_plugin, plugin_name
+        try:
+            yield self
+        finally:
+            self._current_plugin = previous
+
+
+# --------------------------------------------------------------------------- role protocols
+
+
+@runtime_checkable
+class Accelerator(Protocol):
+    """Knows one kind of hardware."""
+
+    name: str
+
+    @staticmethod
+    def is_available() -> bool:
+        """Whether this hardware is present."""
+
+    def parse_devices(self, devices: int | str | list[int]) -> list[torch.device]:
+        """Turn the user's ``devices`` value into concrete devices, or raise a
+        clear error saying what was asked for and what was found."""
+
+    def setup_device(self, device: torch.device) -> None:
+        """Prepare ``device`` for use by this process."""
+
+    def teardown(self) -> None:
+        """Release what ``setup_device`` took."""
+
+
+@runtime_checkable
+class Precision(Protocol):
+    """Numerics of the forward and backward pass."""
+
+    name: str
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        """Cast parameters where the precision needs it (e.g. ``64-true``)."""
+
+    def convert_input(self, batch: Any) -> Any:
+        """Cast floating-point inputs where the precision needs it."""
+
+    def forward_context(self) -> ContextManager[Any]:
+        """Context wrapping every ``*_step`` call (autocast, for instance)."""
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        """Back-propagate ``loss`` (scaling it first where needed)."""
+
+    def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """Undo loss scaling on ``optimizer``'s gradients before clipping."""
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        """Step ``optimizer``."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class CheckpointIO(Protocol):
+    """Reads and writes checkpoint files."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None: ...
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]: ...
+
+    def remove_checkpoint(self, path: str) -> None: ...
+
+
+@runtime_checkable
+class ClusterEnvironment(Protocol):
+    """Where this process sits in a (possibly multi-node) job."""
+
+    name: str
+
+    @staticmethod
+    def detect() -> bool:
+        """Whether the current process runs inside this kind of environment."""
+
+    def world_size(self) -> int: ...
+
+    def global_rank(self) -> int: ...
+
+    def local_rank(self) -> int: ...
+
+    def node_rank(self) -> int: ...
+
+    @property
+    def main_address(self) -> str: ...
+
+    @property
+    def main_port(self) -> int: ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """How the module is placed on devices and how processes cooperate."""
+
+    name: str
+    accelerator: Accelerator
+    precision: Precision
+    checkpoint_io: CheckpointIO
+    environment: ClusterEnvironment
+
+    @property
+    def root_device(self) -> torch.device: ...
+
+    @property
+    def world_size(self) -> int: ...
+
+    @property
+    def global_rank(self) -> int: ...
+
+    @property
+    def local_rank(self) -> int: ...
+
+    @property
+    def is_global_zero(self) -> bool: ...
+
+    def setup_environment(self) -> None:
+        """Start process groups and the like; called once before ``setup``."""
+
+    def setup_module(self, module: Module) -> torch.nn.Module:
+        """Move ``module`` to its device and wrap it; returns what the training
+        step is called on (the user's module for single-device)."""
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]: ...
+
+    def process_dataloader(self, dataloader: Any, stage: str) -> Any:
+        """Adapt a dataloader (for example insert a distributed sampler)."""
+
+    def batch_to_device(self, batch: Any) -> Any: ...
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None: ...
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any: ...
+
+    def reduce(self, tensor: torch.Tensor, op: str = "mean") -> torch.Tensor: ...
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any: ...
+
+    def barrier(self, name: str | None = None) -> None: ...
+
+    def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]: ...
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None: ...
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]: ...
+
+    def remove_checkpoint(self, path: str) -> None: ...
+
+    def teardown(self) -> None: ...
