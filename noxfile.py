@@ -1,0 +1,88 @@
+"""Development sessions for ember.
+
+Run ``nox`` for the default session (``tests``), ``nox -l`` to list them all,
+and ``nox -s NAME`` for one. Arguments after ``--`` go to the tool a session
+runs, e.g. ``nox -s tests -- -k digits -x``.
+
+Every session builds its own virtual environment with the standard library's
+``venv``. By default pip resolves ``torch`` from ember's requirements like any
+other package. On a CPU-only machine, where the default ``torch`` wheel is a
+multi-gigabyte CUDA build, set ``EMBER_TORCH_SPEC`` to what should be
+installed first, for instance::
+
+    EMBER_TORCH_SPEC="torch==2.13.0" nox
+    EMBER_TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu" nox
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+
+
+def install_torch(session: nox.Session) -> None:
+    """Install torch first when ``EMBER_TORCH_SPEC`` names a particular build."""
+    spec = os.environ.get("EMBER_TORCH_SPEC", "").strip()
+    if spec:
+        session.install(*shlex.split(spec))
+
+
+@nox.session(venv_backend="venv")
+def tests(session: nox.Session) -> None:
+    """Run the test suite (the default session).
+
+    Installs ember in editable mode with its ``dev`` extra and runs pytest;
+    arguments after ``--`` are passed to pytest.
+    """
+    install_torch(session)
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(venv_backend="venv", default=False)
+def lint(session: nox.Session) -> None:
+    """Lint with ruff (optional: not part of the default run)."""
+    session.install("ruff")
+    session.run("ruff", "check", *(session.posargs or ["core", "plugins", "tests", "examples", "benchmarks", "docs", "noxfile.py"]))
+
+
+@nox.session(venv_backend="venv", default=False)
+def docs(session: nox.Session) -> None:
+    """Regenerate the hook reference and check the documentation.
+
+    Rewrites ``docs/reference/hooks.md`` from ``ember.hookspecs`` (commit the
+    result if it changed), then runs ``tests/docs``: every hook documents its
+    parameters and the Python examples in the docs run.
+    """
+    install_torch(session)
+    session.install("-e", ".[dev]")
+    session.run("python", "docs/gen_hook_reference.py")
+    session.run("python", "-m", "pytest", "tests/docs", *session.posargs)
+
+
+@nox.session(venv_backend="venv", default=False)
+def benchmarks(session: nox.Session) -> None:
+    """Measure ember's per-step overhead and import time against raw PyTorch.
+
+    Writes the figures to ``benchmarks/results.json`` unless other arguments
+    are given after ``--`` (they go to ``benchmarks/overhead.py``).
+    """
+    install_torch(session)
+    session.install("-e", ".")
+    args = session.posargs or ["--json", "benchmarks/results.json"]
+    session.run("python", "benchmarks/overhead.py", *args)
+
+
+@nox.session(venv_backend="venv", default=False)
+def examples(session: nox.Session) -> None:
+    """Train the examples through the ``ember`` command (digits: about a minute on CPU)."""
+    install_torch(session)
+    session.install("-e", ".[examples]")
+    with session.chdir("examples/digits"):
+        session.run("ember", "fit", *session.posargs)
