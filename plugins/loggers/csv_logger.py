@@ -1,0 +1,230 @@
+"""``CSVLogger``: metrics to a CSV file, hyperparameters to JSON, no extra dependency.
+
+Layout::
+
+    {save_dir}/{name}/version_{N}/metrics.csv
+    {save_dir}/{name}/version_{N}/hparams.json
+
+``log_metrics`` only stores the values; they are written every
+``flush_logs_every_n_steps`` rows and when the logger is saved or finalized.
+When a metric name appears that the file's header does not have yet, the file
+is rewritten once with the wider header, so it always stays a valid CSV that
+``csv.DictReader`` reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import warnings
+from typing import Any
+
+from ember.callback import Logger
+from ember.plugin_manager import hookimpl
+
+METRICS_FILE = "metrics.csv"
+HPARAMS_FILE = "hparams.json"
+_VERSION_DIR = re.compile(r"^version_(\d+)$")
+
+
+def _json_default(value: Any) -> Any:
+    """Make hyperparameters JSON-friendly without failing on odd values."""
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
+        try:
+            return value.tolist()
+        except Exception:  # pragma: no cover - exotic array types
+            pass
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        return vars(value)
+    return repr(value)
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, (int, float, str)) or value is None:
+        return value
+    try:
+        return float(value)  # 0-dim tensors, numpy scalars
+    except (TypeError, ValueError):
+        return value
+
+
+class CSVLogger(Logger):
+    """Log metrics to ``{save_dir}/{name}/version_{N}/metrics.csv``.
+
+    :param save_dir: parent directory of all experiments.
+    :param name: experiment name (a sub-directory of ``save_dir``).
+    :param version: an ``int`` gives ``version_{version}``, a ``str`` is used as
+        the directory name as it is; ``None`` picks the next free
+        ``version_N``.
+    :param flush_logs_every_n_steps: how many logged rows to keep in memory
+        before writing them out.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike[str] = ".",
+        name: str = "ember_logs",
+        version: int | str | None = None,
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        if flush_logs_every_n_steps < 1:
+            raise ValueError(f"CSVLogger(flush_logs_every_n_steps={flush_logs_every_n_steps}) must be at least 1.")
+        self._save_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._flush_every = int(flush_logs_every_n_steps)
+        self._rows: list[tuple[int, dict[str, Any]]] = []
+        self._keys: list[str] = []  # metric columns already in the file on disk
+        self._file_checked = False  # have we looked at what is on disk yet?
+        self._resumed = False
+        self._hparams: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = self._next_version()
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        """``{save_dir}/{name}``: the parent of every version of this experiment."""
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def log_dir(self) -> str:
+        """``{root_dir}/version_{N}``, where this run's files go."""
+        version = self.version
+        subdir = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self.root_dir, subdir)
+
+    @property
+    def metrics_file_path(self) -> str:
+        return os.path.join(self.log_dir, METRICS_FILE)
+
+    @property
+    def experiment(self) -> CSVLogger:
+        return self
+
+    def _next_version(self) -> int:
+        try:
+            names = os.listdir(self.root_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        found = [int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)) and os.path.isdir(os.path.join(self.root_dir, n))]
+        return max(found) + 1 if found else 0
+
+    # ------------------------------------------------------------------ logging
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self._rows.append((step, dict(metrics)))
+        if len(self._rows) >= self._flush_every:
+            self.save()
+
+    def log_hyperparams(self, params: dict[str, Any] | Any) -> None:
+        if params is None:
+            return
+        if not isinstance(params, dict):
+            params = vars(params) if hasattr(params, "__dict__") else dict(params)
+        self._hparams.update(params)
+        os.makedirs(self.log_dir, exist_ok=True)
+        path = os.path.join(self.log_dir, HPARAMS_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self._hparams, fh, indent=2, sort_keys=True, default=_json_default)
+            fh.write("\n")
+        os.replace(tmp, path)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self._hparams)
+
+    def save(self) -> None:
+        """Write the buffered rows to ``metrics.csv``."""
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        os.makedirs(self.log_dir, exist_ok=True)
+        path = self.metrics_file_path
+        if not self._file_checked:
+            self._adopt_existing_file(path)
+        new_keys: list[str] = []
+        known = set(self._keys)
+        for _, metrics in rows:
+            for key in metrics:
+                if key not in known:
+                    known.add(key)
+                    new_keys.append(key)
+        records = [{"step": step, **{k: _to_float(v) for k, v in metrics.items()}} for step, metrics in rows]
+        if new_keys or not os.path.exists(path):
+            self._keys.extend(new_keys)
+            self._rewrite(path, records)
+        else:
+            with open(path, "a", newline="", encoding="utf-8") as fh:
+                csv.DictWriter(fh, fieldnames=["step", *self._keys]).writerows(records)
+
+    def _adopt_existing_file(self, path: str) -> None:
+        """A file from an earlier run of this version: keep it and append."""
+        self._file_checked = True
+        if not os.path.exists(path):
+            return
+        if not self._resumed:
+            warnings.warn(
+                f"CSVLogger: {path} already exists; new rows are appended to it. "
+                "Pass version=None for a fresh directory.",
+                UserWarning,
+                stacklevel=3,
+            )
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+        if header:
+            self._keys = [k for k in header if k != "step"]
+
+    def _rewrite(self, path: str, new_records: list[dict[str, Any]]) -> None:
+        old: list[dict[str, Any]] = []
+        if os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as fh:
+                old = list(csv.DictReader(fh))
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["step", *self._keys], restval="")
+            writer.writeheader()
+            writer.writerows(old)
+            writer.writerows(new_records)
+        os.replace(tmp, path)
+
+    def finalize(self, status: str) -> None:
+        self.save()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": self.version}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version = state_dict.get("version")
+        if version is None:
+            return
+        if version != self._version:
+            self._file_checked = False
+            self._keys = []
+        self._version = version
+        self._resumed = True
+
+    def __repr__(self) -> str:
+        return f"CSVLogger(save_dir={self._save_dir!r}, name={self._name!r}, version={self._version!r})"
+
+
+@hookimpl
+def register_roles(registry: Any) -> None:
+    registry.add("logger", "csv", CSVLogger)
