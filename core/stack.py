@@ -891,11 +891,21 @@ def load_stack(
         where = f"{label}" if label else f"no stack file (looked for ember.toml or a pyproject.toml with [tool.ember] in {cwd} and its parents)"
         raise StackError(f"{where}: model: no [model] configured; add a [model] table with class_path (and init_args), or pass --model.class_path module:ClassName.")
     if check:
-        _check(stack, checker, registry, trainer_cls, environ)
+        check_stack(stack, registry=registry, trainer_cls=trainer_cls, environ=environ)
     return stack
 
 
-def _check(stack: Stack, checker: _Checker, registry: Any, trainer_cls: Any, environ: Mapping[str, str]) -> None:
+def check_stack(stack: Stack, registry: Any = None, trainer_cls: Any = None, environ: Mapping[str, str] | None = None) -> None:
+    """The checks of :func:`load_stack` that import things: ``[trainer]`` against
+    ``ember.Trainer``'s signature, callback and logger names against
+    ``registry`` (built from the stack's plugins when ``None``), and every
+    ``init_args`` against its class's signature."""
+    raw: _Raw | None = getattr(stack, "_raw", None)
+    if raw is None:
+        raw = _Raw(str(stack.source) if stack.source else None, pyproject=False)
+        raw.prov = {parse_key(k): v for k, v in stack.provenance.items()}
+        raw.where = dict(raw.prov)
+    checker = _Checker(raw)
     checker.trainer_args(stack, trainer_cls)
     _ensure_on_path(stack.import_root)
     for comp in (stack.model, stack.data):
