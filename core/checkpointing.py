@@ -1,0 +1,154 @@
+"""What a checkpoint holds, and how a trainer restores one.
+
+A single-process checkpoint is one file that ``torch.load(path,
+weights_only=True)`` opens. Its top-level keys:
+
+``ember_version``      the version that wrote it
+``epoch``, ``global_step``  where training was
+``state_dict``         the module's weights
+``hyper_parameters``   what ``save_hyperparameters`` recorded
+``loops``              loop positions (``{"fit": {...}}``)
+``optimizer_states``, ``lr_schedulers``, ``precision``  (absent with ``weights_only``)
+``callbacks``          ``{state_key: state}`` of every callback with state
+``datamodule``         the DataModule's ``state_dict()``
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from packaging.version import InvalidVersion, Version
+
+from ember._version import __version__
+from ember.hparams import checkpoint_safe
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
+
+#: Checkpoints written by versions older than this cannot be restored.
+OLDEST_COMPATIBLE = Version("0.1.0")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint does not fit what it is being loaded into."""
+
+
+def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
+    """Read a checkpoint with the built-in checkpoint IO (``weights_only=True``)."""
+    from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
+
+    checkpoint = TorchCheckpointIO().load_checkpoint(path)
+    check_compatible(checkpoint, path)
+    if map_location is not None:
+        checkpoint["state_dict"] = {k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in checkpoint["state_dict"].items()}
+    return checkpoint
+
+
+def check_compatible(checkpoint: dict[str, Any], path: str) -> None:
+    if "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path!r} is not an ember checkpoint: it has no 'state_dict' (keys: {', '.join(map(str, list(checkpoint)[:8]))}). "
+            "Pass a file written by ember (trainer.save_checkpoint or ModelCheckpoint)."
+        )
+    version = checkpoint.get("ember_version")
+    if version is None:
+        return  # a foreign checkpoint with a state_dict: weights can still be loaded
+    try:
+        written = Version(str(version))
+    except InvalidVersion:
+        raise CheckpointError(f"{path!r} records an unreadable ember version {version!r}.") from None
+    if written < OLDEST_COMPATIBLE or written.major > Version(__version__).major:
+        raise CheckpointError(
+            f"{path!r} was written by ember {written}, which this ember ({__version__}) cannot restore "
+            f"(compatible: {OLDEST_COMPATIBLE} to {Version(__version__).major}.x). Install a matching ember to resume it."
+        )
+
+
+def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
+    """Assemble the checkpoint of ``trainer``'s current state."""
+    module = trainer.module
+    checkpoint: dict[str, Any] = {
+        "ember_version": __version__,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "state_dict": trainer.strategy.module_state_dict(module),
+        "loops": {"fit": trainer._loop_state()},
+    }
+    if module._hparams:
+        checkpoint["hyper_parameters"] = checkpoint_safe(dict(module._hparams))
+    datamodule = trainer.datamodule
+    if datamodule is not None and datamodule._hparams:
+        checkpoint["datamodule_hyper_parameters"] = checkpoint_safe(dict(datamodule._hparams))
+    if not weights_only:
+        checkpoint["optimizer_states"] = [opt.state_dict() for opt in trainer.optimizers]
+        checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+        checkpoint["precision"] = trainer.strategy.precision.state_dict()
+        callback_states = {}
+        for observer in trainer._stateful_observers():
+            state = observer.state_dict()
+            if state:
+                callback_states[observer.state_key] = state
+        checkpoint["callbacks"] = callback_states
+        if datamodule is not None:
+            checkpoint["datamodule"] = datamodule.state_dict()
+        for fn in trainer._dispatch.on_save_checkpoint:
+            fn(trainer, module, checkpoint)
+    return checkpoint
+
+
+def restore_module(trainer: Trainer, checkpoint: dict[str, Any], path: str, strict: bool = True) -> None:
+    """Load weights, reporting a mismatch by key and shape."""
+    module = trainer.module
+    state = checkpoint["state_dict"]
+    own = module.state_dict()
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs module {tuple(own[k].shape)}" for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if mismatched or (strict and (missing or unexpected)):
+        lines = []
+        if missing:
+            lines.append(f"missing keys: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            lines.append(f"unexpected keys: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}")
+        if mismatched:
+            lines.append(f"shape mismatches: {'; '.join(mismatched[:10])}")
+        raise CheckpointError(
+            f"Checkpoint {path!r} does not fit {type(module).__name__}: " + "; ".join(lines) + ". "
+            "Was it written for a different model or configuration? Check the model's init arguments "
+            "(the checkpoint's 'hyper_parameters' records them)."
+        )
+    module.load_state_dict(state, strict=strict)
+
+
+def restore_observers(trainer: Trainer, checkpoint: dict[str, Any]) -> None:
+    """Callbacks', loggers' and the DataModule's state. Runs before the
+    ``setup`` hooks, so that a logger reopens its run before anything is written."""
+    states = checkpoint.get("callbacks", {})
+    for observer in trainer._stateful_observers():
+        if observer.state_key in states:
+            observer.load_state_dict(states[observer.state_key])
+    if trainer.datamodule is not None and "datamodule" in checkpoint:
+        trainer.datamodule.load_state_dict(checkpoint["datamodule"])
+
+
+def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """``on_load_checkpoint`` hooks, then optimizers, schedulers and precision."""
+    for fn in trainer._dispatch.on_load_checkpoint:
+        fn(trainer, trainer.module, checkpoint)
+    if "optimizer_states" not in checkpoint:
+        raise CheckpointError(
+            f"{path!r} holds weights only (saved with weights_only=True), so training cannot resume from it. "
+            "Load it with Module.load_from_checkpoint, or resume from a full checkpoint."
+        )
+    opt_states = checkpoint["optimizer_states"]
+    if len(opt_states) != len(trainer.optimizers):
+        raise CheckpointError(f"{path!r} holds {len(opt_states)} optimizer state(s) but configure_optimizers returned {len(trainer.optimizers)}.")
+    for opt, state in zip(trainer.optimizers, opt_states):
+        opt.load_state_dict(state)
+    sched_states = checkpoint.get("lr_schedulers", [])
+    if len(sched_states) != len(trainer.lr_scheduler_configs):
+        raise CheckpointError(f"{path!r} holds {len(sched_states)} LR scheduler state(s) but configure_optimizers returned {len(trainer.lr_scheduler_configs)}.")
+    for config, state in zip(trainer.lr_scheduler_configs, sched_states):
+        config.scheduler.load_state_dict(state)
+    trainer.strategy.precision.load_state_dict(checkpoint.get("precision", {}))

@@ -1,0 +1,148 @@
+"""Validation, test and predict loops."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.results import Results, to_float
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
+
+# stage -> (hook prefix, epoch-hook infix, step method)
+_NAMES = {
+    "validate": ("validation", "validation_step"),
+    "test": ("test", "test_step"),
+    "predict": ("predict", "predict_step"),
+}
+
+
+def _context(trainer: Trainer) -> Any:
+    return torch.inference_mode() if trainer.inference_mode else torch.no_grad()
+
+
+def run_evaluation(trainer: Trainer, stage: str, loaders: list[Any], limits: list[float], sanity: bool = False) -> dict[str, Any]:
+    """One pass over ``loaders``; returns the epoch-level metrics (tensors)."""
+    module = trainer.module
+    assert module is not None
+    d = trainer._dispatch
+    prefix, step_name = _NAMES[stage]
+    trainer.state.stage = "sanity_check" if sanity else stage
+    results = Results(default_on_step=False, default_on_epoch=True)
+    previous_results = module._results
+    module._results = results
+    trainer._eval_results = results
+    was_training = module.training
+    module.eval()
+    strategy = trainer.strategy
+    step = getattr(trainer._placed_module, step_name) if trainer._placed_module is module else getattr(module, step_name)
+    batch_start = getattr(d, f"on_{prefix}_batch_start")
+    batch_end = getattr(d, f"on_{prefix}_batch_end")
+    several = len(loaders) > 1
+    try:
+        with _context(trainer):
+            for fn in getattr(d, f"on_{prefix}_start"):
+                fn(trainer, module)
+            for fn in getattr(d, f"on_{prefix}_epoch_start"):
+                fn(trainer, module)
+            for dataloader_idx, (loader, limit) in enumerate(zip(loaders, limits)):
+                if limit <= 0:
+                    continue
+                results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
+                for batch_idx, batch in enumerate(loader):
+                    batch = strategy.batch_to_device(batch)
+                    results.new_batch(batch)
+                    for fn in batch_start:
+                        fn(trainer, module, batch, batch_idx, dataloader_idx)
+                    with strategy.precision.forward_context():
+                        output = step(batch, batch_idx, dataloader_idx) if several else step(batch, batch_idx)
+                    for fn in batch_end:
+                        fn(trainer, module, output, batch, batch_idx, dataloader_idx)
+                    if batch_idx + 1 >= limit:
+                        break
+            results.dataloader_suffix = ""
+            for fn in getattr(d, f"on_{prefix}_epoch_end"):
+                fn(trainer, module)
+            callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
+            if not sanity:
+                trainer._callback_metrics.update(callback_values)
+                if logged:
+                    trainer.log_metrics({**logged, "epoch": trainer.current_epoch})
+            for fn in getattr(d, f"on_{prefix}_end"):
+                fn(trainer, module)
+    finally:
+        module.train(was_training)
+        module._results = previous_results
+        trainer._eval_results = None
+    return callback_values
+
+
+def run_eval_entry(trainer: Trainer, stage: str, verbose: bool) -> list[dict[str, float]]:
+    """``trainer.validate`` / ``trainer.test``: one pass, then one dict per dataloader."""
+    limits = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
+    metrics = run_evaluation(trainer, stage, trainer._eval_loaders, limits)
+    n = len(trainer._eval_loaders)
+    per_loader: list[dict[str, float]] = []
+    for i in range(n):
+        suffix = f"/dataloader_idx_{i}"
+        chosen = {k: to_float(v) for k, v in metrics.items() if n == 1 or k.endswith(suffix) or "/dataloader_idx_" not in k}
+        per_loader.append(chosen)
+    if verbose and trainer.is_global_zero:
+        _print_results(stage, per_loader)
+    return per_loader
+
+
+def _print_results(stage: str, per_loader: list[dict[str, float]]) -> None:
+    rows = [(f"{k}" + (f" [{i}]" if len(per_loader) > 1 else ""), v) for i, m in enumerate(per_loader) for k, v in sorted(m.items())]
+    if not rows:
+        return
+    width = max(len(r[0]) for r in rows)
+    print(f"{stage} results")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:.6g}")
+
+
+def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
+    module = trainer.module
+    assert module is not None
+    d = trainer._dispatch
+    trainer.state.stage = "predict"
+    was_training = module.training
+    module.eval()
+    strategy = trainer.strategy
+    several = len(trainer._predict_loaders) > 1
+    all_predictions: list[list[Any]] = []
+    try:
+        with _context(trainer):
+            for fn in d.on_predict_start:
+                fn(trainer, module)
+            for fn in d.on_predict_epoch_start:
+                fn(trainer, module)
+            for dataloader_idx, (loader, limit) in enumerate(zip(trainer._predict_loaders, trainer.num_predict_batches)):
+                predictions: list[Any] = []
+                all_predictions.append(predictions)
+                if limit <= 0:
+                    continue
+                for batch_idx, batch in enumerate(loader):
+                    batch = strategy.batch_to_device(batch)
+                    for fn in d.on_predict_batch_start:
+                        fn(trainer, module, batch, batch_idx, dataloader_idx)
+                    with strategy.precision.forward_context():
+                        output = module.predict_step(batch, batch_idx, dataloader_idx) if several else module.predict_step(batch, batch_idx)
+                    for fn in d.on_predict_batch_end:
+                        fn(trainer, module, output, batch, batch_idx, dataloader_idx)
+                    if return_predictions:
+                        predictions.append(output)
+                    if batch_idx + 1 >= limit:
+                        break
+            for fn in d.on_predict_epoch_end:
+                fn(trainer, module)
+            for fn in d.on_predict_end:
+                fn(trainer, module)
+    finally:
+        module.train(was_training)
+    if not return_predictions:
+        return None
+    return all_predictions if several else all_predictions[0]

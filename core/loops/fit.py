@@ -1,0 +1,264 @@
+"""The fit loop: epochs of training batches, with validation in between."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ember.loops.evaluate import run_evaluation
+from ember.loops.optimization import AutomaticOptimization
+from ember.module import Module
+from ember.results import Results
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
+
+
+def run_fit(trainer: Trainer) -> None:
+    module = trainer.module
+    d = trainer._dispatch
+    resumed = getattr(trainer, "_resumed", False)
+    trainer._resumed = False
+    if not resumed:
+        trainer.global_step = 0
+        trainer.current_epoch = 0
+        trainer._batches_done = 0
+        trainer._epoch_complete = False
+        trainer._epoch_schedulers_stepped = True
+    elif trainer._epoch_complete:
+        if not trainer._epoch_schedulers_stepped:
+            _step_epoch_schedulers(trainer)
+        trainer.current_epoch += 1
+        trainer._batches_done = 0
+        trainer._epoch_complete = False
+    trainer._fit_started = time.monotonic()
+    with torch.autograd.set_detect_anomaly(trainer.detect_anomaly) if trainer.detect_anomaly else _null():
+        for fn in d.on_fit_start:
+            fn(trainer, module)
+        if trainer.num_sanity_val_steps and any(trainer.num_sanity_val_batches) and not resumed:
+            _sanity_check(trainer)
+        trainer.state.stage = "train"
+        for fn in d.on_train_start:
+            fn(trainer, module)
+        while not _fit_done(trainer):
+            _train_epoch(trainer)
+        trainer.state.stage = "train"
+        for fn in d.on_train_end:
+            fn(trainer, module)
+        for fn in d.on_fit_end:
+            fn(trainer, module)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _sanity_check(trainer: Trainer) -> None:
+    module = trainer.module
+    d = trainer._dispatch
+    trainer.state.stage = "sanity_check"
+    for fn in d.on_sanity_check_start:
+        fn(trainer, module)
+    run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_sanity_val_batches, sanity=True)
+    for fn in d.on_sanity_check_end:
+        fn(trainer, module)
+
+
+def _min_reached(trainer: Trainer) -> bool:
+    return trainer.current_epoch + 1 >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
+
+
+def _fit_done(trainer: Trainer) -> bool:
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return True
+    if trainer.max_epochs != -1 and trainer.current_epoch >= trainer.max_epochs:
+        return True
+    if trainer.max_time is not None and time.monotonic() - trainer._fit_started >= trainer.max_time:
+        return True
+    # should_stop counts only once min_epochs/min_steps are satisfied.
+    return trainer.should_stop and trainer.current_epoch >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
+
+
+def _validation_enabled_this_epoch(trainer: Trainer) -> bool:
+    every = trainer.check_val_every_n_epoch
+    return bool(trainer._val_loaders) and any(trainer.num_val_batches) and (every is None or (trainer.current_epoch + 1) % every == 0)
+
+
+def _train_epoch(trainer: Trainer) -> None:
+    module = trainer.module
+    assert module is not None
+    d = trainer._dispatch
+    strategy = trainer.strategy
+    results = Results(default_on_step=True, default_on_epoch=False)
+    trainer._train_results = results
+    module._results = results
+    module.train()
+    trainer.state.stage = "train"
+    epoch = trainer.current_epoch
+    loader = trainer._train_loader
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+    for fn in d.on_train_epoch_start:
+        fn(trainer, module)
+
+    limit = trainer.num_training_batches
+    skip = trainer._batches_done
+    if skip:
+        warnings.warn(
+            f"Resuming in the middle of epoch {epoch}: the first {skip} batches of a fresh pass over the training "
+            "data are skipped. With shuffling, the batches that follow are not the ones the interrupted run would have seen.",
+            stacklevel=2,
+        )
+    automatic = module.automatic_optimization
+    stepper = AutomaticOptimization(trainer) if automatic else None
+    val_enabled = _validation_enabled_this_epoch(trainer)
+    val_every = trainer._val_check_batch
+    log_every = trainer.log_every_n_steps
+    log_steps = bool(trainer.loggers) and trainer.is_global_zero
+    batch_start = d.on_train_batch_start
+    batch_end = d.on_train_batch_end
+    module_batch_start = type(module).on_train_batch_start is not Module.on_train_batch_start
+    max_steps = trainer.max_steps
+    max_time = trainer.max_time
+    to_device = strategy.batch_to_device
+    batch_idx = -1
+    iterator = iter(loader)
+    pending = _next(iterator)
+    index = 0
+    while pending is not _END and index < skip:  # resume inside the epoch
+        pending = _next(iterator)
+        index += 1
+    batch_idx = index - 1
+    while pending is not _END and batch_idx + 1 < limit:
+        batch_idx += 1
+        batch = pending
+        pending = _next(iterator) if batch_idx + 1 < limit else _END
+        is_last = pending is _END
+        batch = to_device(batch)
+        results.new_batch(batch)
+        if batch_start:
+            response = None
+            for fn in batch_start:
+                response = fn(trainer, module, batch, batch_idx)
+            if module_batch_start and isinstance(response, int) and response == -1:
+                break
+        if stepper is not None:
+            output, stepped = stepper.run(batch, batch_idx, is_last)
+        else:
+            before = trainer.global_step
+            with strategy.precision.forward_context():
+                output = module.training_step(batch, batch_idx)
+            stepped = trainer.global_step != before
+        if batch_end:
+            outputs = _detached_outputs(output)
+            for fn in batch_end:
+                fn(trainer, module, outputs, batch, batch_idx)
+        trainer._batches_done = batch_idx + 1
+        trainer._epoch_complete = is_last
+        if stepped:
+            if trainer.lr_scheduler_configs:
+                _step_step_schedulers(trainer)
+            if log_steps and trainer.global_step % log_every == 0:
+                trainer._log_step_metrics()
+        stopping = (
+            (max_steps != -1 and trainer.global_step >= max_steps)
+            or (trainer.should_stop and _min_reached(trainer))
+            or (max_time is not None and time.monotonic() - trainer._fit_started >= max_time)
+        )
+        if val_enabled and ((batch_idx + 1) % val_every == 0 or is_last or stopping):
+            _validate_in_fit(trainer, results)
+        if stopping:
+            break
+    if batch_idx < 0 and limit > 0 and skip == 0:
+        warnings.warn("The training dataloader produced no batches this epoch.", stacklevel=2)
+    trainer._epoch_complete = True
+    trainer._epoch_schedulers_stepped = False
+    results.default_on_step, results.default_on_epoch = False, True
+    for fn in d.on_train_epoch_end:
+        fn(trainer, module)
+    callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
+    trainer._callback_metrics.update(callback_values)
+    if logged:
+        trainer.log_metrics({**logged, "epoch": epoch})
+    _step_epoch_schedulers(trainer)
+    trainer.current_epoch += 1
+    trainer._batches_done = 0
+    trainer._epoch_complete = False
+
+
+_END = object()
+
+
+def _next(iterator: Any) -> Any:
+    try:
+        return next(iterator)
+    except StopIteration:
+        return _END
+
+
+def _detached_outputs(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return {"loss": output.detach()}
+    if isinstance(output, dict):
+        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in output.items()}
+    return output
+
+
+def _validate_in_fit(trainer: Trainer, train_results: Results) -> None:
+    module = trainer.module
+    run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_val_batches, sanity=False)
+    module._results = train_results  # type: ignore[union-attr]
+    trainer.state.stage = "train"
+    module.train()  # type: ignore[union-attr]
+
+
+def _monitor_value(trainer: Trainer, monitor: str, strict: bool) -> Any:
+    metrics = trainer.callback_metrics
+    if monitor in metrics:
+        return metrics[monitor]
+    if strict:
+        from ember.roles import did_you_mean
+
+        raise KeyError(
+            f"The LR scheduler monitors {monitor!r}, which was not logged. Logged: {', '.join(sorted(metrics)) or 'nothing'}."
+            f"{did_you_mean(monitor, metrics)} Log it with self.log({monitor!r}, ...) or set 'strict': False."
+        )
+    return None
+
+
+def _step_scheduler(trainer: Trainer, config: Any) -> None:
+    module = trainer.module
+    metric = None
+    if config.reduce_on_plateau:
+        metric = _monitor_value(trainer, config.monitor, config.strict)
+        if metric is None:
+            return
+    if type(module).lr_scheduler_step is Module.lr_scheduler_step:
+        config.scheduler.step() if metric is None else config.scheduler.step(metric)
+    else:
+        module.lr_scheduler_step(config.scheduler, metric)  # type: ignore[union-attr]
+
+
+def _step_step_schedulers(trainer: Trainer) -> None:
+    if not trainer.module.automatic_optimization:  # type: ignore[union-attr]
+        return  # manual optimization steps its own schedulers
+    for config in trainer.lr_scheduler_configs:
+        if config.interval == "step" and trainer.global_step % config.frequency == 0:
+            _step_scheduler(trainer, config)
+
+
+def _step_epoch_schedulers(trainer: Trainer) -> None:
+    trainer._epoch_schedulers_stepped = True
+    if not trainer.module.automatic_optimization:  # type: ignore[union-attr]
+        return
+    for config in trainer.lr_scheduler_configs:
+        if config.interval == "epoch" and (trainer.current_epoch + 1) % config.frequency == 0:
+            _step_scheduler(trainer, config)

@@ -1,0 +1,190 @@
+"""One optimization step: automatic (the trainer steps) or manual (the module does)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from ember.module import Module
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
+
+
+class _SkipStep(Exception):
+    """Raised out of the closure when ``training_step`` returned ``None`` and
+    nothing was accumulated: the optimizer must not step at all."""
+
+
+class OptimizerHandle:
+    """What ``self.optimizers()`` returns: the optimizer, whose ``step`` also
+    fires the step hooks and advances ``global_step``. Everything else is
+    forwarded to the wrapped optimizer."""
+
+    def __init__(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
+        self._trainer = trainer
+        self.optimizer = optimizer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+    @property
+    def param_groups(self) -> Any:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        trainer = self._trainer
+        module = trainer.module
+
+        def after_closure() -> Any:
+            result = closure() if closure is not None else None
+            _before_step(trainer, module, self.optimizer)
+            return result
+
+        if closure is None:
+            _before_step(trainer, module, self.optimizer)
+            output = trainer.strategy.optimizer_step(self.optimizer, None)
+        else:
+            output = trainer.strategy.optimizer_step(self.optimizer, after_closure)
+        trainer.global_step += 1
+        return output
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        d = self._trainer._dispatch
+        if d.on_before_zero_grad:
+            for fn in d.on_before_zero_grad:
+                fn(self._trainer, self._trainer.module, self.optimizer)
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def _before_step(trainer: Trainer, module: Any, optimizer: torch.optim.Optimizer) -> None:
+    """Unscale, fire ``on_before_optimizer_step``, clip (in that order)."""
+    trainer.strategy.precision.unscale_gradients(optimizer)
+    hooks = trainer._dispatch.on_before_optimizer_step
+    if hooks:
+        for fn in hooks:
+            fn(trainer, module, optimizer)
+    if trainer.gradient_clip_val or trainer._clipping_overridden:
+        module.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
+
+
+def backward(trainer: Trainer, loss: torch.Tensor) -> None:
+    """The backward pass with its hooks, through the strategy and precision."""
+    d = trainer._dispatch
+    module = trainer.module
+    if d.on_before_backward:
+        for fn in d.on_before_backward:
+            fn(trainer, module, loss)
+    trainer.strategy.backward(loss, trainer._placed_module)
+    if d.on_after_backward:
+        for fn in d.on_after_backward:
+            fn(trainer, module)
+
+
+def _loss_of(output: Any) -> torch.Tensor | None:
+    if output is None or isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        if "loss" not in output:
+            raise ValueError(f"training_step returned a dict without a 'loss' key (keys: {', '.join(map(str, output))}). Add 'loss' or return the loss tensor.")
+        return output["loss"]
+    raise TypeError(f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(output).__name__}.")
+
+
+class AutomaticOptimization:
+    """The trainer's step for ``automatic_optimization = True``.
+
+    Order per batch: ``training_step`` → (first batch of an accumulation
+    window) ``on_before_zero_grad``, ``zero_grad`` → ``on_before_backward`` →
+    backward → ``on_after_backward``; on the last batch of the window the
+    optimizer steps with that as its closure (so LBFGS-style optimizers work),
+    after unscaling, ``on_before_optimizer_step`` and clipping.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.module = trainer.module
+        self.optimizer = trainer.optimizers[0]
+        self.accumulate = trainer.accumulate_grad_batches
+        cls = type(self.module)
+        self.custom_step = cls.optimizer_step is not Module.optimizer_step
+        self.custom_zero_grad = cls.optimizer_zero_grad is not Module.optimizer_zero_grad
+        self.window_has_grads = False
+        self.output: Any = None
+
+    def run(self, batch: Any, batch_idx: int, is_last_batch: bool) -> tuple[Any, bool]:
+        """Returns ``(training_step output, whether the optimizer stepped)``."""
+        trainer = self.trainer
+        accumulate = self.accumulate
+        first = batch_idx % accumulate == 0
+        steps = (batch_idx + 1) % accumulate == 0 or is_last_batch
+        if first:
+            self.window_has_grads = False
+        closure = self._closure(batch, batch_idx, first)
+        if not steps:
+            try:
+                closure()
+            except _SkipStep:
+                return None, False
+            return self.output, False
+        optimizer = self.optimizer
+
+        def step_closure() -> Any:
+            loss = closure()
+            _before_step(trainer, self.module, optimizer)
+            return loss
+
+        try:
+            if self.custom_step:
+                self.module.optimizer_step(trainer.current_epoch, batch_idx, optimizer, step_closure)
+            else:
+                trainer.strategy.optimizer_step(optimizer, step_closure)
+        except _SkipStep:
+            return None, False
+        trainer.global_step += 1
+        return self.output, True
+
+    def _closure(self, batch: Any, batch_idx: int, first: bool) -> Callable[[], Any]:
+        trainer = self.trainer
+        module = self.module
+        placed = trainer._placed_module
+        precision = trainer.strategy.precision
+
+        def closure() -> Any:
+            with precision.forward_context():
+                output = placed.training_step(batch, batch_idx) if placed is module else placed(batch, batch_idx)
+            loss = _loss_of(output)
+            if first:
+                d = trainer._dispatch
+                if d.on_before_zero_grad:
+                    for fn in d.on_before_zero_grad:
+                        fn(trainer, module, self.optimizer)
+                if self.custom_zero_grad:
+                    module.optimizer_zero_grad(trainer.current_epoch, batch_idx, self.optimizer)
+                else:
+                    self.optimizer.zero_grad()
+            if loss is None:
+                self.output = None
+                if not self.window_has_grads:
+                    raise _SkipStep
+                return None
+            if self.accumulate > 1:
+                backward(trainer, loss / self.accumulate)
+            else:
+                backward(trainer, loss)
+            self.window_has_grads = True
+            self.output = output
+            return loss.detach()
+
+        return closure

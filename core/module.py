@@ -1,0 +1,294 @@
+"""``Module``: where the user's model and its training logic live.
+
+Method names and signatures follow Lightning's ``LightningModule``, so a
+module ports by changing its imports.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+
+from ember.hparams import HyperparametersMixin
+
+if TYPE_CHECKING:
+    from ember.results import Results
+    from ember.trainer import Trainer
+
+
+class Module(HyperparametersMixin, torch.nn.Module):
+    """Base class for models trained by :class:`ember.Trainer`."""
+
+    #: Set to ``False`` to step optimizers yourself in ``training_step``
+    #: (``self.optimizers()``, ``self.manual_backward(loss)``, ``opt.step()``).
+    automatic_optimization: bool = True
+    #: An example input; ``ModelSummary`` and exporters use it when present.
+    example_input_array: Any = None
+
+    _trainer: Trainer | None = None
+    _results: Results | None = None
+    _device: torch.device | None = None
+    _warned_no_trainer: bool = False
+
+    # ------------------------------------------------------------------ trainer link
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to an ember.Trainer; call trainer.fit(module) first.")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        object.__setattr__(self, "_trainer", trainer)
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is not None:
+            return self._device
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def current_epoch(self) -> int:
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Any:
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        return self._trainer.loggers if self._trainer is not None else []
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        return self._trainer.strategy.local_rank if self._trainer is not None else 0
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on the global-zero process only."""
+        if self._trainer is None or self._trainer.is_global_zero:
+            print(*args, **kwargs)
+
+    # ------------------------------------------------------------------ logging
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Record a metric.
+
+        Values stay tensors (no ``.item()``, no device sync) until a logger or
+        the progress bar reads them. Defaults follow where you log from: in
+        ``training_step`` and the train batch hooks ``on_step=True,
+        on_epoch=False``; everywhere else ``on_step=False, on_epoch=True``.
+        With both, the metric is recorded as ``name_step`` and ``name_epoch``.
+        ``reduce_fx`` (``"mean"``, ``"sum"``, ``"max"``, ``"min"``) combines the
+        epoch's values; means are weighted by ``batch_size`` (inferred from the
+        batch when not given). ``sync_dist`` reduces across processes when the
+        epoch value is computed.
+        """
+        results = self._results
+        if results is None:
+            if not self._warned_no_trainer:
+                object.__setattr__(self, "_warned_no_trainer", True)
+                warnings.warn(f"self.log({name!r}) was called outside a trainer run; the value is ignored.", stacklevel=2)
+            return
+        results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, batch_size)
+
+    def log_dict(self, dictionary: Mapping[str, Any], **kwargs: Any) -> None:
+        """``self.log`` for every item of ``dictionary``, with the same options."""
+        for name, value in dictionary.items():
+            self.log(name, value, **kwargs)
+
+    # ------------------------------------------------------------------ the user's steps
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        """Compute and return the loss: a tensor, a dict with ``"loss"``, or
+        ``None`` to skip this batch."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step(batch, batch_idx) to be fitted.")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        """Evaluate one validation batch; log metrics with ``self.log``."""
+
+    def test_step(self, batch: Any, batch_idx: int) -> Any:
+        """Evaluate one test batch; log metrics with ``self.log``."""
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        """Return the prediction for one batch. Calls ``self(batch)`` by default
+        (the first element when the batch is a list or tuple)."""
+        if isinstance(batch, (list, tuple)):
+            batch = batch[0]
+        return self(batch)
+
+    def configure_optimizers(self) -> Any:
+        """Return an optimizer; a list of them; ``(optimizers, schedulers)``; or
+        a dict with ``"optimizer"`` and optionally ``"lr_scheduler"`` (a
+        scheduler, or a dict with ``scheduler``, ``interval`` ("step"/"epoch"),
+        ``frequency``, ``monitor``, ``name``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement configure_optimizers() to be fitted.")
+
+    def configure_callbacks(self) -> Any:
+        """Callbacks this module needs; they replace user callbacks of the same type."""
+        return []
+
+    def train_dataloader(self) -> Any:
+        raise NotImplementedError
+
+    def val_dataloader(self) -> Any:
+        raise NotImplementedError
+
+    def test_dataloader(self) -> Any:
+        raise NotImplementedError
+
+    def predict_dataloader(self) -> Any:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        """Download or write data; runs on one process per node."""
+
+    # ------------------------------------------------------------------ optimization
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizers from ``configure_optimizers`` (one, or a list). In
+        manual optimization their ``step()`` also advances ``global_step``."""
+        opts = self.trainer._optimizer_handles
+        return opts[0] if len(opts) == 1 else list(opts)
+
+    def lr_schedulers(self) -> Any:
+        """The LR schedulers (one, a list, or ``None``)."""
+        schedulers = [c.scheduler for c in self.trainer.lr_scheduler_configs]
+        if not schedulers:
+            return None
+        return schedulers[0] if len(schedulers) == 1 else schedulers
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Back-propagate ``loss`` through the precision plugin, with the
+        backward hooks; use it instead of ``loss.backward()`` in manual
+        optimization."""
+        self.trainer._backward(loss)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        loss.backward(*args, **kwargs)
+
+    def clip_gradients(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip the gradients of ``optimizer``'s parameters by norm (default) or value."""
+        if not gradient_clip_val:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        algorithm = gradient_clip_algorithm or "norm"
+        if algorithm == "norm":
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        elif algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', not {algorithm!r}.")
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Override to clip differently; the default clips as the Trainer arguments say."""
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None) -> None:
+        """Override to change how the optimizer steps (e.g. LR warm-up); call
+        ``optimizer.step(closure=optimizer_closure)``."""
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Override for schedulers with a non-standard ``step``."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad = True
+        self.train()
+
+    # ------------------------------------------------------------------ checkpoints
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Module:
+        """Rebuild the module from a checkpoint: its saved hyperparameters
+        (overridden by ``kwargs``) go to ``__init__``, then the weights load."""
+        from ember.checkpointing import load_checkpoint_file
+
+        checkpoint = load_checkpoint_file(checkpoint_path, map_location)
+        init_args = {**checkpoint.get("hyper_parameters", {}), **kwargs}
+        module = cls(**init_args)
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=strict)
+        return module
+
+    # ------------------------------------------------------------------ hooks (no-ops; see ember.hookspecs)
+    def setup(self, stage: str) -> None: ...
+    def teardown(self, stage: str) -> None: ...
+    def on_fit_start(self) -> None: ...
+    def on_fit_end(self) -> None: ...
+    def on_train_start(self) -> None: ...
+    def on_train_end(self) -> None: ...
+    def on_validation_start(self) -> None: ...
+    def on_validation_end(self) -> None: ...
+    def on_test_start(self) -> None: ...
+    def on_test_end(self) -> None: ...
+    def on_predict_start(self) -> None: ...
+    def on_predict_end(self) -> None: ...
+    def on_train_epoch_start(self) -> None: ...
+    def on_train_epoch_end(self) -> None: ...
+    def on_validation_epoch_start(self) -> None: ...
+    def on_validation_epoch_end(self) -> None: ...
+    def on_test_epoch_start(self) -> None: ...
+    def on_test_epoch_end(self) -> None: ...
+    def on_predict_epoch_start(self) -> None: ...
+    def on_predict_epoch_end(self) -> None: ...
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None: ...
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None: ...
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None: ...
+    def on_before_backward(self, loss: torch.Tensor) -> None: ...
+    def on_after_backward(self) -> None: ...
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None: ...
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None: ...
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...

@@ -1,0 +1,103 @@
+"""The forms ``configure_optimizers`` may return, normalised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_SCHEDULER_KEYS = {"scheduler", "interval", "frequency", "monitor", "name", "strict", "reduce_on_plateau", "opt_idx"}
+
+
+@dataclass
+class LRSchedulerConfig:
+    scheduler: Any
+    interval: str = "epoch"
+    frequency: int = 1
+    monitor: str | None = None
+    name: str | None = None
+    strict: bool = True
+    reduce_on_plateau: bool = False
+    opt_idx: int | None = None
+
+
+class OptimizerConfigError(ValueError):
+    """``configure_optimizers`` returned something ember does not understand."""
+
+
+def _is_optimizer(obj: Any) -> bool:
+    return isinstance(obj, torch.optim.Optimizer) or (hasattr(obj, "step") and hasattr(obj, "param_groups"))
+
+
+def _scheduler_config(obj: Any, opt_idx: int | None = None) -> LRSchedulerConfig:
+    if isinstance(obj, dict):
+        unknown = set(obj) - _SCHEDULER_KEYS
+        if unknown:
+            raise OptimizerConfigError(f"Unknown lr_scheduler keys {sorted(unknown)}; allowed: {sorted(_SCHEDULER_KEYS)}.")
+        if "scheduler" not in obj:
+            raise OptimizerConfigError('An lr_scheduler dict needs a "scheduler" key.')
+        config = LRSchedulerConfig(**{"opt_idx": opt_idx, **obj})
+    else:
+        config = LRSchedulerConfig(obj, opt_idx=opt_idx)
+    if config.interval not in ("step", "epoch"):
+        raise OptimizerConfigError(f'lr_scheduler "interval" must be "step" or "epoch", not {config.interval!r}.')
+    if not isinstance(config.frequency, int) or config.frequency < 1:
+        raise OptimizerConfigError(f'lr_scheduler "frequency" must be a positive int, not {config.frequency!r}.')
+    config.reduce_on_plateau = config.reduce_on_plateau or isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if config.reduce_on_plateau and config.monitor is None:
+        raise OptimizerConfigError(
+            'ReduceLROnPlateau needs a metric: return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}.'
+        )
+    return config
+
+
+def parse_optimizers(result: Any) -> tuple[list[Any], list[LRSchedulerConfig]]:
+    """Turn every form Lightning accepts into ``(optimizers, scheduler_configs)``."""
+    if result is None:
+        return [], []
+    if _is_optimizer(result):
+        return [result], []
+    if isinstance(result, dict):
+        return _from_dict(result, 0)
+    if isinstance(result, (list, tuple)):
+        if len(result) == 2 and isinstance(result[0], (list, tuple)):
+            optimizers = list(result[0])
+            schedulers = result[1] if isinstance(result[1], (list, tuple)) else [result[1]]
+            return _checked(optimizers), [_scheduler_config(s) for s in schedulers]
+        if all(isinstance(r, dict) for r in result):
+            optimizers, configs = [], []
+            for i, item in enumerate(result):
+                opts, scheds = _from_dict(item, i)
+                optimizers += opts
+                configs += scheds
+            return optimizers, configs
+        return _checked(list(result)), []
+    raise OptimizerConfigError(
+        f"configure_optimizers returned a {type(result).__name__}. Return an optimizer, a list of optimizers, "
+        "(optimizers, schedulers), or {'optimizer': ..., 'lr_scheduler': ...}."
+    )
+
+
+def _from_dict(result: dict[str, Any], opt_idx: int) -> tuple[list[Any], list[LRSchedulerConfig]]:
+    unknown = set(result) - {"optimizer", "lr_scheduler", "monitor"}
+    if unknown:
+        raise OptimizerConfigError(f"Unknown keys {sorted(unknown)} in configure_optimizers' dict; allowed: optimizer, lr_scheduler, monitor.")
+    if "optimizer" not in result:
+        raise OptimizerConfigError('configure_optimizers returned a dict without an "optimizer" key.')
+    configs = []
+    if result.get("lr_scheduler") is not None:
+        scheduler = result["lr_scheduler"]
+        if not isinstance(scheduler, dict):
+            scheduler = {"scheduler": scheduler}
+        if "monitor" in result and "monitor" not in scheduler:
+            scheduler = {**scheduler, "monitor": result["monitor"]}
+        configs.append(_scheduler_config(scheduler, opt_idx))
+    return _checked([result["optimizer"]]), configs
+
+
+def _checked(optimizers: list[Any]) -> list[Any]:
+    for opt in optimizers:
+        if not _is_optimizer(opt):
+            raise OptimizerConfigError(f"configure_optimizers returned {type(opt).__name__} where an optimizer was expected.")
+    return optimizers

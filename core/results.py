@@ -1,0 +1,231 @@
+"""What ``self.log`` records during one loop.
+
+Per step, a logged value is detached and stored: no ``.item()``, no device
+synchronisation, no string formatting. Epoch aggregates are kept as lists of
+tensors folded every few hundred entries, and reduced when the epoch ends.
+Conversion to Python floats happens only when a logger or the progress bar
+reads the values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+_FOLD_EVERY = 256
+_REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
+_REDUCE_FNS: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min", sum: "sum", max: "max", min: "min"}
+
+
+def extract_batch_size(batch: Any) -> int:
+    """Size of the first dimension of the first tensor found in ``batch``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.ndim else 1
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            size = extract_batch_size(item)
+            if size:
+                return size
+    elif isinstance(batch, dict):
+        for item in batch.values():
+            size = extract_batch_size(item)
+            if size:
+                return size
+    return 0
+
+
+class _Entry:
+    __slots__ = ("name", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "last", "fresh", "values", "weights", "folded", "folded_weight")
+
+    def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool) -> None:
+        self.name = name
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.prog_bar = prog_bar
+        self.logger = logger
+        self.reduce = reduce
+        self.sync_dist = sync_dist
+        self.last: Any = None
+        self.fresh = False
+        self.values: list[Any] = []
+        self.weights: list[int] = []
+        self.folded: torch.Tensor | None = None
+        self.folded_weight = 0
+
+    def fold(self) -> None:
+        if not self.values:
+            return
+        values = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in self.values]).to(torch.float64 if self._is_double() else torch.float32)
+        if self.reduce == "mean":
+            w = torch.tensor(self.weights, dtype=values.dtype, device=values.device)
+            part = (values * w.view(-1, *([1] * (values.ndim - 1)))).sum(0)
+            self.folded_weight += sum(self.weights)
+        elif self.reduce == "sum":
+            part = values.sum(0)
+        elif self.reduce == "max":
+            part = values.max(0).values
+        else:
+            part = values.min(0).values
+        if self.folded is None:
+            self.folded = part
+        elif self.reduce in ("mean", "sum"):
+            self.folded = self.folded + part
+        elif self.reduce == "max":
+            self.folded = torch.maximum(self.folded, part)
+        else:
+            self.folded = torch.minimum(self.folded, part)
+        self.values.clear()
+        self.weights.clear()
+
+    def _is_double(self) -> bool:
+        first = self.values[0]
+        return isinstance(first, torch.Tensor) and first.dtype == torch.float64
+
+    def epoch_value(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None) -> torch.Tensor | None:
+        self.fold()
+        if self.folded is None:
+            return None
+        value = self.folded
+        if self.reduce == "mean":
+            if reduce_across is not None and self.sync_dist:
+                total = reduce_across(torch.stack([value.sum() if value.ndim else value, torch.tensor(float(self.folded_weight), dtype=value.dtype, device=value.device)]), "sum")
+                return total[0] / total[1]
+            return value / max(self.folded_weight, 1)
+        if reduce_across is not None and self.sync_dist:
+            return reduce_across(value, self.reduce)
+        return value
+
+
+class Results:
+    """Everything logged in one loop (one training epoch, one evaluation run)."""
+
+    def __init__(self, default_on_step: bool, default_on_epoch: bool) -> None:
+        self.entries: dict[str, _Entry] = {}
+        self.default_on_step = default_on_step
+        self.default_on_epoch = default_on_epoch
+        self.dataloader_suffix = ""  # "/dataloader_idx_N" when there are several eval dataloaders
+        self.batch: Any = None
+        self._batch_size: int | None = None
+        self.epoch_values: dict[str, torch.Tensor] = {}
+
+    def new_batch(self, batch: Any) -> None:
+        self.batch = batch
+        self._batch_size = None
+
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool | None,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        enable_graph: bool,
+        sync_dist: bool,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+    ) -> None:
+        key = name + self.dataloader_suffix if add_dataloader_idx and self.dataloader_suffix else name
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = self._create(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
+        if isinstance(value, torch.Tensor):
+            if not enable_graph:
+                value = value.detach()
+        elif not isinstance(value, (int, float)):
+            raise TypeError(f"self.log({name!r}, ...) got a {type(value).__name__}; log a number or a scalar tensor.")
+        entry.last = value
+        entry.fresh = True
+        if entry.on_epoch:
+            entry.values.append(value)
+            if entry.reduce == "mean":
+                if batch_size is None:
+                    batch_size = self._batch_size
+                    if batch_size is None:
+                        batch_size = self._batch_size = extract_batch_size(self.batch) or 1
+                entry.weights.append(batch_size)
+            if len(entry.values) >= _FOLD_EVERY:
+                entry.fold()
+
+    def _create(self, key: str, value: Any, prog_bar: bool, logger: bool | None, on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, sync_dist: bool) -> _Entry:
+        if isinstance(reduce_fx, str):
+            reduce = _REDUCE_NAMES.get(reduce_fx.lower())
+        else:
+            reduce = _REDUCE_FNS.get(reduce_fx)
+        if reduce is None:
+            raise ValueError(f"self.log({key!r}, reduce_fx={reduce_fx!r}): use 'mean', 'sum', 'max' or 'min'.")
+        if isinstance(value, torch.Tensor) and value.numel() != 1:
+            raise ValueError(f"self.log({key!r}, ...) got a tensor of shape {tuple(value.shape)}; log a scalar.")
+        entry = _Entry(
+            key,
+            self.default_on_step if on_step is None else on_step,
+            self.default_on_epoch if on_epoch is None else on_epoch,
+            prog_bar,
+            True if logger is None else logger,
+            reduce,
+            sync_dist,
+        )
+        self.entries[key] = entry
+        return entry
+
+    # ------------------------------------------------------------------ reading
+    @staticmethod
+    def _step_name(entry: _Entry) -> str:
+        return entry.name + "_step" if entry.on_epoch else entry.name
+
+    def step_values(self, only_fresh: bool = True, for_logger: bool = True) -> dict[str, Any]:
+        """Step-level values logged since the last call (they are then no longer fresh)."""
+        out = {}
+        for entry in self.entries.values():
+            if entry.on_step and (entry.fresh or not only_fresh) and (entry.logger or not for_logger):
+                out[self._step_name(entry)] = entry.last
+                if only_fresh:
+                    entry.fresh = False
+        return out
+
+    def live_metrics(self) -> dict[str, Any]:
+        """Latest values, as callbacks see them during the loop."""
+        out: dict[str, Any] = dict(self.epoch_values)
+        for entry in self.entries.values():
+            if entry.on_step and entry.last is not None:
+                out[entry.name] = entry.last
+                if entry.on_epoch:
+                    out[entry.name + "_step"] = entry.last
+        return out
+
+    def progress_bar_metrics(self) -> dict[str, Any]:
+        out = {}
+        for entry in self.entries.values():
+            if not entry.prog_bar:
+                continue
+            if entry.on_step and entry.last is not None:
+                out[entry.name] = entry.last
+            elif entry.name in self.epoch_values:
+                out[entry.name] = self.epoch_values[entry.name]
+        return out
+
+    def finalize_epoch(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Reduce the epoch-level values. Returns ``(callback_metrics,
+        logger_metrics)``; callback metrics carry both ``name`` and, for
+        metrics logged per step too, ``name_epoch``."""
+        callback: dict[str, torch.Tensor] = {}
+        logged: dict[str, torch.Tensor] = {}
+        for entry in self.entries.values():
+            if not entry.on_epoch:
+                continue
+            value = entry.epoch_value(reduce_across)
+            if value is None:
+                continue
+            callback[entry.name] = value
+            name = entry.name + "_epoch" if entry.on_step else entry.name
+            callback[name] = value
+            if entry.logger:
+                logged[name] = value
+        self.epoch_values = callback
+        return callback, logged
+
+
+def to_float(value: Any) -> float:
+    return value.item() if isinstance(value, torch.Tensor) else float(value)

@@ -1,0 +1,706 @@
+"""The ``Trainer``: resolves the stack once, then runs the loops."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from ember import checkpointing, data
+from ember.callback import Callback, Logger
+from ember.datamodule import DataModule
+from ember.dispatch import Dispatch
+from ember.module import Module
+from ember.optim import LRSchedulerConfig, parse_optimizers
+from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
+from ember.results import Results, to_float
+from ember.roles import CheckpointIO, ClusterEnvironment, Precision, RoleRegistry
+
+_PRECISION_ALIASES = {
+    32: "32-true", "32": "32-true", "32-true": "32-true",
+    64: "64-true", "64": "64-true", "64-true": "64-true",
+    16: "16-mixed", "16": "16-mixed", "bf16": "bf16-mixed",
+}  # fmt: skip
+_DEFAULT_SLOTS = (("progress_bar", "enable_progress_bar"), ("model_summary", "enable_model_summary"), ("model_checkpoint", "enable_checkpointing"))
+
+
+@dataclass
+class TrainerState:
+    fn: str | None = None  # "fit", "validate", "test", "predict"
+    stage: str | None = None  # "train", "sanity_check", "validate", "test", "predict"
+    status: str = "initializing"  # "running", "finished", "interrupted", "failed"
+
+
+def _parse_max_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return datetime.timedelta(**value).total_seconds()
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})", str(value))
+    if not match:
+        raise ValueError(f"max_time={value!r}: use 'DD:HH:MM:SS', a datetime.timedelta, a dict for timedelta, or seconds.")
+    d, h, m, s = map(int, match.groups())
+    return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
+
+
+class Trainer:
+    """Runs ``fit``, ``validate``, ``test`` and ``predict`` for a :class:`Module`.
+
+    Argument names and defaults follow Lightning's ``Trainer``. ember-specific:
+    ``disable_plugins`` (plugin names never registered), ``autoload_plugins``
+    (``False`` loads no entry-point plugin unless named in ``plugins``).
+    """
+
+    def __init__(
+        self,
+        *,
+        accelerator: str | Any = "auto",
+        strategy: str | Any = "auto",
+        devices: int | str | list[int] = "auto",
+        num_nodes: int = 1,
+        precision: str | int | None = None,
+        logger: bool | Logger | list[Logger] | None = None,
+        callbacks: Callback | list[Callback] | None = None,
+        fast_dev_run: bool | int = False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        max_time: str | datetime.timedelta | dict[str, int] | float | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        deterministic: bool | str | None = None,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        detect_anomaly: bool = False,
+        default_root_dir: str | os.PathLike[str] | None = None,
+        plugins: Any = None,
+        disable_plugins: Sequence[str] | None = None,
+        autoload_plugins: bool | None = None,
+    ) -> None:
+        self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
+        if isinstance(fast_dev_run, bool) or (isinstance(fast_dev_run, int) and fast_dev_run >= 0):
+            self.fast_dev_run = int(fast_dev_run)
+        else:
+            raise ValueError(f"fast_dev_run={fast_dev_run!r} must be a bool or a non-negative int (number of batches).")
+        dev = self.fast_dev_run
+        self.max_epochs = 1 if dev else (max_epochs if max_epochs is not None else (1000 if max_steps == -1 and max_time is None else -1))
+        self.min_epochs = min_epochs or 0
+        self.max_steps = dev if dev else max_steps
+        self.min_steps = min_steps or 0
+        self.max_time = _parse_max_time(max_time)
+        self.overfit_batches = overfit_batches
+        limit_default = dev if dev else (overfit_batches if overfit_batches else None)
+        self.limit_train_batches = limit_default if limit_default is not None else limit_train_batches
+        self.limit_val_batches = limit_default if limit_default is not None else limit_val_batches
+        self.limit_test_batches = dev if dev else limit_test_batches
+        self.limit_predict_batches = dev if dev else limit_predict_batches
+        self.val_check_interval = 1.0 if dev or val_check_interval is None else val_check_interval
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.num_sanity_val_steps = 0 if dev else (2 if num_sanity_val_steps is None else num_sanity_val_steps)
+        self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        if self.log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps={log_every_n_steps} must be >= 1.")
+        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            raise ValueError(f"accumulate_grad_batches={accumulate_grad_batches!r} must be a positive int.")
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val = gradient_clip_val
+        if gradient_clip_algorithm not in (None, "norm", "value"):
+            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r} must be 'norm' or 'value'.")
+        self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
+        self.inference_mode = inference_mode
+        self.detect_anomaly = detect_anomaly
+        self.num_nodes = num_nodes
+        self.enable_progress_bar = True if enable_progress_bar is None else enable_progress_bar
+        self.enable_model_summary = True if enable_model_summary is None else enable_model_summary
+        self.enable_checkpointing = (True if enable_checkpointing is None else enable_checkpointing) and not dev
+        self._apply_determinism(deterministic, benchmark)
+
+        # -- plugins and roles, resolved once ------------------------------------
+        extra_plugins = plugins if isinstance(plugins, (list, tuple)) else ([plugins] if plugins is not None else [])
+        role_overrides: dict[str, Any] = {}
+        hook_plugins: list[Any] = []
+        enable_names: list[str] = []
+        for item in extra_plugins:
+            if isinstance(item, str):
+                enable_names.append(item)
+            elif isinstance(item, Precision):
+                role_overrides["precision"] = item
+            elif isinstance(item, ClusterEnvironment):
+                role_overrides["environment"] = item
+            elif isinstance(item, CheckpointIO):
+                role_overrides["checkpoint_io"] = item
+            else:
+                hook_plugins.append(item)
+        settings = AutoloadSettings.from_env().merged(enable=enable_names, disable=disable_plugins or (), autoload=autoload_plugins)
+        self._plugin_manager = pm = PluginManager()
+        pm.load_builtins(settings.disable)
+        pm.load_entrypoints(settings)
+        for obj in hook_plugins:
+            pm.register(obj, source=PluginSource("explicit", distribution="", target=type(obj).__module__))
+        pm.warn_failures()
+        self._registry = registry = pm.build_registry()
+        self.strategy = self._resolve_strategy(registry, accelerator, strategy, devices, precision, role_overrides)
+        self.accelerator = self.strategy.accelerator
+        self.precision = self.strategy.precision.name
+
+        # -- observers ------------------------------------------------------------
+        user_callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
+        for cb in user_callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be ember.Callback instances; got {type(cb).__name__}. Subclass ember.Callback.")
+        self._user_callbacks = user_callbacks
+        self._default_callbacks = self._create_default_callbacks(registry, user_callbacks)
+        self._module_callbacks: list[Callback] = []
+        if dev or logger is False:
+            self.loggers: list[Logger] = []
+        elif logger is None or logger is True:
+            self.loggers = [registry.create("logger", "csv", save_dir=self.default_root_dir)]
+        else:
+            self.loggers = [logger] if isinstance(logger, Logger) else list(logger)
+
+        # -- run state --------------------------------------------------------------
+        self.state = TrainerState()
+        self.module: Module | None = None
+        self.datamodule: DataModule | None = None
+        self.optimizers: list[Any] = []
+        self.lr_scheduler_configs: list[LRSchedulerConfig] = []
+        self._optimizer_handles: list[Any] = []
+        self.global_step = 0
+        self.current_epoch = 0
+        self.should_stop = False
+        self.logged_metrics: dict[str, float] = {}
+        self._callback_metrics: dict[str, Any] = {}
+        self._train_results: Results | None = None
+        self._eval_results: Results | None = None
+        self._dispatch: Any = None
+        self._env_ready = False
+        self._batches_done = 0
+        self._epoch_complete = False
+        self._epoch_schedulers_stepped = True
+        self._ckpt_path: str | None = None
+        self.num_training_batches: float = 0
+        self.num_val_batches: list[float] = []
+        self.num_sanity_val_batches: list[float] = []
+        self.num_test_batches: list[float] = []
+        self.num_predict_batches: list[float] = []
+        self.interrupted = False
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _apply_determinism(deterministic: bool | str | None, benchmark: bool | None) -> None:
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+        if benchmark is not None and hasattr(torch.backends, "cudnn"):
+            torch.backends.cudnn.benchmark = bool(benchmark) and not deterministic
+
+    def _resolve_strategy(self, registry: RoleRegistry, accelerator: Any, strategy: Any, devices: Any, precision: Any, overrides: dict[str, Any]) -> Any:
+        if isinstance(accelerator, str):
+            name = self._auto_accelerator(registry) if accelerator == "auto" else accelerator
+            accelerator_obj = registry.create("accelerator", name)
+            if not accelerator_obj.is_available():
+                raise RuntimeError(f"accelerator={name!r} was requested but is not available on this machine. Use accelerator='auto' or 'cpu'.")
+        else:
+            accelerator_obj = accelerator
+        device_list = accelerator_obj.parse_devices(devices)
+        precision_obj = overrides.get("precision")
+        if precision_obj is None:
+            precision_name = _PRECISION_ALIASES.get(precision if precision is not None else "32-true", precision)
+            precision_obj = registry.create("precision", str(precision_name))
+        checkpoint_io = overrides.get("checkpoint_io") or registry.create("checkpoint_io", "torch")
+        environment = overrides.get("environment") or self._detect_environment(registry)
+        if not isinstance(strategy, str):
+            for attr, value in (("accelerator", accelerator_obj), ("precision", precision_obj), ("checkpoint_io", checkpoint_io), ("environment", environment)):
+                if getattr(strategy, attr, None) is None:
+                    setattr(strategy, attr, value)
+            return strategy
+        name = strategy
+        if strategy == "auto":
+            if len(device_list) > 1 or self.num_nodes > 1:
+                name = "ddp"  # resolved through the registry like any other name
+            else:
+                name = "single_device"
+        kwargs: dict[str, Any] = {"accelerator": accelerator_obj, "precision": precision_obj, "checkpoint_io": checkpoint_io, "environment": environment}
+        if name == "single_device":
+            if len(device_list) != 1:
+                raise ValueError(f"strategy='single_device' needs one device; devices={devices!r} gives {len(device_list)}.")
+            kwargs["device"] = device_list[0]
+        else:
+            kwargs["devices"] = device_list
+            kwargs["num_nodes"] = self.num_nodes
+        return registry.create("strategy", name, **kwargs)
+
+    @staticmethod
+    def _auto_accelerator(registry: RoleRegistry) -> str:
+        candidates = []
+        for name in registry.names("accelerator"):
+            factory = registry.entry("accelerator", name).factory
+            if getattr(factory, "is_available", lambda: False)():
+                candidates.append((getattr(factory, "auto_priority", 0), name))
+        return max(candidates)[1] if candidates else "cpu"
+
+    @staticmethod
+    def _detect_environment(registry: RoleRegistry) -> Any:
+        found = []
+        for name in registry.names("environment"):
+            factory = registry.entry("environment", name).factory
+            if name != "local" and getattr(factory, "detect", lambda: False)():
+                found.append((getattr(factory, "detect_priority", 0), name))
+        return registry.create("environment", max(found)[1] if found else "local")
+
+    def _create_default_callbacks(self, registry: RoleRegistry, user_callbacks: list[Callback]) -> list[Callback]:
+        filled = {cb.fills for cb in user_callbacks if cb.fills}
+        defaults = []
+        for slot, flag in _DEFAULT_SLOTS:
+            if slot in filled or not getattr(self, flag):
+                continue
+            defaults.append(registry.create("callback", slot))
+        return defaults
+
+    # ------------------------------------------------------------------ public properties
+    @property
+    def callbacks(self) -> list[Callback]:
+        """Every callback of this trainer, in firing order (loggers excluded)."""
+        module_types = {type(cb) for cb in self._module_callbacks}
+        ordered = [cb for cb in self._user_callbacks if type(cb) not in module_types] + self._module_callbacks
+        ordered += [cb for cb in self._default_callbacks if cb.fills not in {c.fills for c in ordered if c.fills}]
+        # Checkpointing last, so it sees everything the other callbacks logged.
+        return [cb for cb in ordered if cb.fills != "model_checkpoint"] + [cb for cb in ordered if cb.fills == "model_checkpoint"]
+
+    @property
+    def lightning_module(self) -> Module | None:
+        return self.module
+
+    @property
+    def logger(self) -> Logger | None:
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def log_dir(self) -> str:
+        for lg in self.loggers:
+            if lg.log_dir:
+                return lg.log_dir
+        return self.default_root_dir
+
+    @property
+    def checkpoint_callbacks(self) -> list[Callback]:
+        return [cb for cb in self.callbacks if cb.fills == "model_checkpoint"]
+
+    @property
+    def checkpoint_callback(self) -> Callback | None:
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def early_stopping_callback(self) -> Callback | None:
+        return next((cb for cb in self.callbacks if type(cb).__name__ == "EarlyStopping"), None)
+
+    @property
+    def progress_bar_callback(self) -> Callback | None:
+        return next((cb for cb in self.callbacks if cb.fills == "progress_bar"), None)
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def global_rank(self) -> int:
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def training(self) -> bool:
+        return self.state.stage == "train"
+
+    @property
+    def sanity_checking(self) -> bool:
+        return self.state.stage == "sanity_check"
+
+    @property
+    def validating(self) -> bool:
+        return self.state.stage == "validate"
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == "test"
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == "predict"
+
+    @property
+    def callback_metrics(self) -> dict[str, Any]:
+        """Latest value of everything logged (tensors; nothing is synchronised to read them)."""
+        metrics = dict(self._callback_metrics)
+        if self._train_results is not None:
+            metrics.update(self._train_results.live_metrics())
+        return metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """``prog_bar=True`` metrics as floats. Converting synchronises with the
+        device, so read this only when displaying."""
+        merged: dict[str, Any] = {}
+        for results in (self._train_results, self._eval_results):
+            if results is not None:
+                merged.update(results.progress_bar_metrics())
+        return {k: to_float(v) for k, v in merged.items()}
+
+    @property
+    def estimated_stepping_batches(self) -> float:
+        """Optimizer steps the whole fit will take (``inf`` when unknowable)."""
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches) if self.num_training_batches != math.inf else math.inf
+        by_epochs = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
+        return min(by_epochs, self.max_steps) if self.max_steps != -1 else by_epochs
+
+    # ------------------------------------------------------------------ logging
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Send metrics to every logger (global zero only). Tensors are converted here."""
+        if not self.loggers or not metrics or not self.is_global_zero:
+            return
+        floats = {k: to_float(v) for k, v in metrics.items()}
+        step = self.global_step if step is None else step
+        self.logged_metrics.update(floats)
+        for fn in self._dispatch.on_log_metrics if self._dispatch is not None else ():
+            fn(self, floats, step)
+
+    def _log_step_metrics(self) -> None:
+        values = self._train_results.step_values()  # type: ignore[union-attr]
+        if values:
+            values["epoch"] = self.current_epoch
+            self.log_metrics(values)
+
+    # ------------------------------------------------------------------ the four entry points
+    def fit(self, model: Module, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: DataModule | None = None, ckpt_path: str | None = None) -> None:
+        """Train ``model``. Dataloaders come from the arguments, the DataModule or
+        the module's ``*_dataloader`` methods. ``ckpt_path`` (a path, ``"last"``
+        or ``"best"``) resumes training from a checkpoint."""
+        if isinstance(train_dataloaders, DataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        from ember.loops.fit import run_fit
+
+        self._run("fit", model, datamodule, {"train": train_dataloaders, "val": val_dataloaders}, ckpt_path, run_fit)
+
+    def validate(self, model: Module | None = None, dataloaders: Any = None, ckpt_path: str | None = None, verbose: bool = True, datamodule: DataModule | None = None) -> list[dict[str, float]]:
+        """Run one validation pass; returns one dict of metrics per dataloader."""
+        return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(self, model: Module | None = None, dataloaders: Any = None, ckpt_path: str | None = None, verbose: bool = True, datamodule: DataModule | None = None) -> list[dict[str, float]]:
+        """Run one test pass; returns one dict of metrics per dataloader."""
+        return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(self, model: Module | None = None, dataloaders: Any = None, datamodule: DataModule | None = None, return_predictions: bool = True, ckpt_path: str | None = None) -> list[Any] | None:
+        """Run ``predict_step`` over the predict dataloader(s); returns the
+        predictions (a list per dataloader when there are several)."""
+        if isinstance(dataloaders, DataModule):
+            datamodule, dataloaders = dataloaders, None
+        from ember.loops.evaluate import run_predict
+
+        def runner(trainer: Trainer) -> Any:
+            return run_predict(trainer, return_predictions)
+
+        return self._run("predict", model, datamodule, {"predict": dataloaders}, ckpt_path, runner)
+
+    def _evaluate(self, fn: str, model: Module | None, dataloaders: Any, ckpt_path: str | None, verbose: bool, datamodule: DataModule | None) -> list[dict[str, float]]:
+        if isinstance(dataloaders, DataModule):
+            datamodule, dataloaders = dataloaders, None
+        from ember.loops.evaluate import run_eval_entry
+
+        def runner(trainer: Trainer) -> Any:
+            return run_eval_entry(trainer, fn, verbose)
+
+        kind = "val" if fn == "validate" else "test"
+        return self._run(fn, model, datamodule, {kind: dataloaders}, ckpt_path, runner)
+
+    # ------------------------------------------------------------------ run orchestration
+    def _run(self, fn: str, model: Module | None, datamodule: DataModule | None, loaders: dict[str, Any], ckpt_path: str | None, runner: Any) -> Any:
+        model = model if model is not None else self.module
+        if model is None:
+            raise TypeError(f"trainer.{fn}() needs a model: pass an ember.Module.")
+        if not isinstance(model, Module):
+            raise TypeError(f"trainer.{fn}() expects an ember.Module, got {type(model).__name__}. Subclass ember.Module (ported LightningModules: change the base class).")
+        if datamodule is not None and not isinstance(datamodule, DataModule):
+            raise TypeError(f"datamodule must be an ember.DataModule, got {type(datamodule).__name__}.")
+        self.module = model
+        self.datamodule = datamodule if datamodule is not None else (self.datamodule if model is self.module else None)
+        model.trainer = self
+        if self.datamodule is not None:
+            self.datamodule.trainer = self
+        self.state = TrainerState(fn=fn, status="running")
+        self.should_stop = False
+        self.interrupted = False
+        self._explicit_loaders = loaders
+        stage = fn
+        try:
+            self._setup(stage, ckpt_path)
+            result = runner(self)
+            self.state.status = "finished"
+            return result
+        except BaseException as exc:
+            self.interrupted = isinstance(exc, KeyboardInterrupt)
+            self.state.status = "interrupted" if self.interrupted else "failed"
+            self._fire_on_exception(exc)
+            raise
+        finally:
+            self._teardown(stage)
+
+    def _setup(self, stage: str, ckpt_path: str | None) -> None:
+        module = self.module
+        assert module is not None
+        if not self._env_ready:
+            self.strategy.setup_environment()
+            self._env_ready = True
+        if self.strategy.local_rank == 0:
+            if self.datamodule is not None:
+                self.datamodule.prepare_data()
+            module.prepare_data()
+        self.strategy.barrier("prepare_data")
+        extra = module.configure_callbacks()
+        self._module_callbacks = [extra] if isinstance(extra, Callback) else list(extra or [])
+        self._register_observers()
+        self._dispatch = Dispatch(self._plugin_manager, module, Module)
+        path = self._resolve_ckpt_path(ckpt_path, stage)
+        checkpoint = self.strategy.load_checkpoint(path) if path is not None else None
+        if checkpoint is not None:
+            checkpointing.check_compatible(checkpoint, path)  # type: ignore[arg-type]
+            if stage == "fit":
+                checkpointing.restore_observers(self, checkpoint)
+        if self.datamodule is not None:
+            self.datamodule.setup(stage)
+        for fn in self._dispatch.setup:
+            fn(self, module, stage)
+        placed = self.strategy.setup_module(module)
+        self._placed_module = placed
+        self._clipping_overridden = type(module).configure_gradient_clipping is not Module.configure_gradient_clipping
+        module._device = self.strategy.root_device
+        self._collect_dataloaders(stage)
+        if stage == "fit":
+            self._configure_optimizers()
+        self._callback_metrics = {}
+        self._train_results = None
+        self._eval_results = None
+        if checkpoint is not None:
+            self._restore(checkpoint, path, full=stage == "fit")  # type: ignore[arg-type]
+        if stage != "predict" and self.is_global_zero and self.loggers:
+            params = {**(self.datamodule.hparams_initial if self.datamodule is not None else {}), **module.hparams_initial}
+            if params and getattr(module, "_log_hyperparams", True):
+                for hook in self._dispatch.on_log_hyperparams:
+                    hook(self, params)
+
+    def _register_observers(self) -> None:
+        pm = self._plugin_manager
+        for name, plugin in list(pm.list_name_plugin()):
+            if name.startswith(("callback:", "logger:")):
+                pm.unregister(plugin, name)
+        ordered = [*self.callbacks, *self.loggers]
+        # pluggy calls the last-registered first; dispatch reverses that, so
+        # registering in list order makes callbacks fire in list order.
+        for observer in ordered:
+            pm.register_callback(observer, "logger" if isinstance(observer, Logger) else "callback")
+
+    def _collect_dataloaders(self, stage: str) -> None:
+        module, dm, explicit = self.module, self.datamodule, self._explicit_loaders
+        assert module is not None
+        process = self.strategy.process_dataloader
+        if stage == "fit":
+            train = data.resolve("train", explicit.get("train"), dm, module)
+            if train is None:
+                raise ValueError(
+                    f"No training data: pass train_dataloaders to fit(), a DataModule with train_dataloader(), "
+                    f"or implement {type(module).__name__}.train_dataloader()."
+                )
+            members = train.values() if isinstance(train, dict) else train if isinstance(train, (list, tuple)) else ()
+            if any(isinstance(x, torch.utils.data.DataLoader) for x in members):
+                raise ValueError("Several training dataloaders at once are not supported; combine them into one dataset or sampler.")
+            if self.overfit_batches:
+                train = data.sequential(train)
+            self._train_loader = process(train, "fit")
+            self.num_training_batches = data.limited(self._train_loader, self.limit_train_batches, "limit_train_batches")
+            has_val = getattr(type(module), "validation_step") is not Module.validation_step
+            val = data.resolve("val", explicit.get("val"), dm, module) if has_val else None
+            self._val_loaders = [process(v, "validate") for v in data.as_list(val)]
+            self.num_val_batches = [data.limited(v, self.limit_val_batches, "limit_val_batches") for v in self._val_loaders]
+            steps = self.num_sanity_val_steps
+            self.num_sanity_val_batches = [min(n, math.inf if steps == -1 else steps) for n in self.num_val_batches]
+            self._val_check_batch = self._compute_val_check_batch()
+        elif stage in ("validate", "test"):
+            kind = "val" if stage == "validate" else "test"
+            step_name = "validation_step" if stage == "validate" else "test_step"
+            if getattr(type(module), step_name) is getattr(Module, step_name):
+                raise NotImplementedError(f"trainer.{stage}() needs {type(module).__name__}.{step_name}(batch, batch_idx).")
+            loaders = data.resolve(kind, explicit.get(kind), dm, module)
+            if loaders is None:
+                raise ValueError(f"No {kind} data: pass dataloaders to trainer.{stage}(), a DataModule with {data._METHOD[kind]}(), or implement {type(module).__name__}.{data._METHOD[kind]}().")
+            limit = self.limit_val_batches if stage == "validate" else self.limit_test_batches
+            self._eval_loaders = [process(v, stage) for v in data.as_list(loaders)]
+            counts = [data.limited(v, limit, f"limit_{kind}_batches") for v in self._eval_loaders]
+            if stage == "validate":
+                self.num_val_batches = counts
+            else:
+                self.num_test_batches = counts
+        else:
+            loaders = data.resolve("predict", explicit.get("predict"), dm, module)
+            if loaders is None:
+                raise ValueError(f"No predict data: pass dataloaders to trainer.predict(), a DataModule with predict_dataloader(), or implement {type(module).__name__}.predict_dataloader().")
+            self._predict_loaders = [process(v, "predict") for v in data.as_list(loaders)]
+            self.num_predict_batches = [data.limited(v, self.limit_predict_batches, "limit_predict_batches") for v in self._predict_loaders]
+
+    def _compute_val_check_batch(self) -> float:
+        interval = self.val_check_interval
+        n = self.num_training_batches
+        if isinstance(interval, float) and not (isinstance(interval, bool)):
+            if not 0.0 < interval <= 1.0:
+                raise ValueError(f"val_check_interval={interval} as a float must be in (0, 1] (a fraction of the epoch); pass an int for a number of batches.")
+            if n == math.inf:
+                if interval != 1.0:
+                    raise ValueError("val_check_interval as a fraction needs a training dataloader with a length; pass an int.")
+                return math.inf
+            return max(1, int(n * interval))
+        if not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"val_check_interval={interval!r} must be a positive int (batches) or a float in (0, 1].")
+        if n != math.inf and interval > n:
+            raise ValueError(f"val_check_interval={interval} is more than the {int(n)} training batches per epoch; lower it or pass a fraction.")
+        return float(interval)
+
+    def _configure_optimizers(self) -> None:
+        module = self.module
+        assert module is not None
+        optimizers, configs = parse_optimizers(module.configure_optimizers())
+        if module.automatic_optimization:
+            if not optimizers:
+                raise ValueError(f"{type(module).__name__}.configure_optimizers() returned no optimizer; automatic optimization needs one.")
+            if len(optimizers) > 1:
+                raise ValueError(
+                    f"{type(module).__name__}.configure_optimizers() returned {len(optimizers)} optimizers. Automatic optimization "
+                    "steps one optimizer; set `self.automatic_optimization = False` and step them yourself in training_step."
+                )
+        self.optimizers = self.strategy.setup_optimizers(optimizers)
+        self.lr_scheduler_configs = configs
+        from ember.loops.optimization import OptimizerHandle
+
+        self._optimizer_handles = [OptimizerHandle(self, opt) for opt in self.optimizers]
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filepath: str | os.PathLike[str], weights_only: bool = False) -> None:
+        """Write a checkpoint of the current state to ``filepath`` (atomically)."""
+        if self.module is None:
+            raise RuntimeError("save_checkpoint() needs a module: call it during or after fit/validate/test.")
+        checkpoint = checkpointing.dump(self, weights_only)
+        self.strategy.save_checkpoint(checkpoint, os.fspath(filepath))
+        self.strategy.barrier("save_checkpoint")
+
+    def _stateful_observers(self) -> list[Callback]:
+        return [*self.callbacks, *self.loggers]
+
+    def _loop_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "batches_done": self._batches_done,
+            "epoch_complete": self._epoch_complete,
+            "epoch_schedulers_stepped": self._epoch_schedulers_stepped,
+            "callback_metrics": {k: to_float(v) for k, v in self.callback_metrics.items() if isinstance(v, (int, float)) or getattr(v, "numel", lambda: 0)() == 1},
+        }
+
+    def _resolve_ckpt_path(self, ckpt_path: str | None, stage: str) -> str | None:
+        if ckpt_path is None:
+            return None
+        if ckpt_path in ("best", "last"):
+            attr = "best_model_path" if ckpt_path == "best" else "last_model_path"
+            for cb in self.checkpoint_callbacks:
+                path = getattr(cb, attr, "") or ""
+                if path:
+                    return path
+            if ckpt_path == "last":
+                found = _newest_checkpoint([getattr(cb, "dirpath", None) for cb in self.checkpoint_callbacks] + [os.path.join(self.log_dir, "checkpoints")])
+                if found:
+                    return found
+            if stage == "fit" and ckpt_path == "last":
+                warnings.warn("ckpt_path='last': no checkpoint found, so training starts from scratch.", stacklevel=4)
+                return None
+            raise ValueError(f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint is known (none of the checkpoint callbacks recorded one). Pass a file path.")
+        return os.fspath(ckpt_path)
+
+    def _restore(self, checkpoint: dict[str, Any], path: str, full: bool) -> None:
+        checkpointing.restore_module(self, checkpoint, path)
+        self._ckpt_path = path
+        if not full:
+            return
+        checkpointing.restore_training_state(self, checkpoint, path)
+        loop = checkpoint.get("loops", {}).get("fit", {})
+        self.global_step = int(loop.get("global_step", checkpoint.get("global_step", 0)))
+        self.current_epoch = int(loop.get("epoch", checkpoint.get("epoch", 0)))
+        self._batches_done = int(loop.get("batches_done", 0))
+        self._epoch_complete = bool(loop.get("epoch_complete", True))
+        self._epoch_schedulers_stepped = bool(loop.get("epoch_schedulers_stepped", True))
+        self._callback_metrics.update({k: torch.tensor(v) for k, v in loop.get("callback_metrics", {}).items()})
+        self._resumed = True
+
+    # ------------------------------------------------------------------ teardown
+    def _fire_on_exception(self, exc: BaseException) -> None:
+        if self._dispatch is None:
+            return
+        for fn in self._dispatch.on_exception:
+            try:
+                fn(self, self.module, exc)
+            except Exception as hook_exc:  # the original error matters more
+                warnings.warn(f"An on_exception hook raised {type(hook_exc).__name__}: {hook_exc}", stacklevel=2)
+
+    def _teardown(self, stage: str) -> None:
+        module = self.module
+        status = {"finished": "success", "interrupted": "interrupted"}.get(self.state.status, "failed")
+        try:
+            if self._dispatch is not None and module is not None:
+                for fn in self._dispatch.teardown:
+                    fn(self, module, stage)
+            if self.datamodule is not None:
+                self.datamodule.teardown(stage)
+        finally:
+            if self.is_global_zero:
+                for lg in self.loggers:
+                    lg.finalize(status)
+            if module is not None:
+                module._results = None
+            self.state.stage = None
+
+
+def _newest_checkpoint(dirs: Iterable[str | None]) -> str | None:
+    found = []
+    for d in dirs:
+        if d and os.path.isdir(d):
+            for name in os.listdir(d):
+                if name.endswith(".ckpt") and not name.startswith(".tmp-"):
+                    path = os.path.join(d, name)
+                    found.append((os.path.getmtime(path), path))
+    return max(found)[1] if found else None

@@ -1,0 +1,69 @@
+"""Full-precision plugins: ``32-true`` and ``64-true``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ContextManager
+
+import torch
+
+from ember.plugin_manager import hookimpl
+
+
+class TruePrecision:
+    """Parameters and inputs in one floating-point dtype, no autocast."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32, name: str = "32-true") -> None:
+        self.dtype = dtype
+        self.name = name
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module if self.dtype == torch.float32 else module.to(dtype=self.dtype)
+
+    def convert_input(self, batch: Any) -> Any:
+        if self.dtype == torch.float32:
+            return batch
+        return _cast_floats(batch, self.dtype)
+
+    def forward_context(self) -> ContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        loss.backward()
+
+    def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        return optimizer.step(closure) if closure is not None else optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _cast_floats(data: Any, dtype: torch.dtype) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data.to(dtype) if data.is_floating_point() else data
+    if isinstance(data, (list, tuple)):
+        cast = [_cast_floats(d, dtype) for d in data]
+        return type(data)(*cast) if hasattr(data, "_fields") else type(data)(cast)
+    if isinstance(data, dict):
+        return type(data)((k, _cast_floats(v, dtype)) for k, v in data.items())
+    return data
+
+
+def double_precision() -> TruePrecision:
+    return TruePrecision(torch.float64, "64-true")
+
+
+def single_precision() -> TruePrecision:
+    return TruePrecision(torch.float32, "32-true")
+
+
+@hookimpl
+def register_roles(registry):  # type: ignore[no-untyped-def]
+    registry.add("precision", "32-true", single_precision)
+    registry.add("precision", "64-true", double_precision)

@@ -1,0 +1,104 @@
+"""One process, one device."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ember.plugin_manager import hookimpl
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        moved = [move_to_device(b, device) for b in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    if isinstance(batch, dict):
+        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
+    if hasattr(batch, "to") and callable(batch.to):
+        return batch.to(device)
+    return batch
+
+
+class SingleDeviceStrategy:
+    name = "single_device"
+
+    def __init__(self, accelerator: Any, precision: Any, checkpoint_io: Any, environment: Any, device: torch.device | None = None) -> None:
+        self.accelerator = accelerator
+        self.precision = precision
+        self.checkpoint_io = checkpoint_io
+        self.environment = environment
+        self._device = device or torch.device("cpu")
+        # CPU tensors need no transfer; skipping the walk keeps the step cheap.
+        self._needs_transfer = self._device.type != "cpu"
+
+    @property
+    def root_device(self) -> torch.device:
+        return self._device
+
+    world_size = 1
+    global_rank = 0
+    local_rank = 0
+    node_rank = 0
+    is_global_zero = True
+
+    def setup_environment(self) -> None:
+        self.accelerator.setup_device(self._device)
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = self.precision.convert_module(module)
+        return module.to(self._device)
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        return optimizers
+
+    def process_dataloader(self, dataloader: Any, stage: str) -> Any:
+        return dataloader
+
+    def batch_to_device(self, batch: Any) -> Any:
+        if self._needs_transfer:
+            batch = move_to_device(batch, self._device)
+        return self.precision.convert_input(batch)
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        self.precision.backward(loss, module)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        return self.precision.optimizer_step(optimizer, closure)
+
+    def reduce(self, tensor: Any, op: str = "mean") -> Any:
+        return tensor
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.unsqueeze(0) if isinstance(tensor, torch.Tensor) else tensor
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        return obj
+
+    def barrier(self, name: str | None = None) -> None:
+        pass
+
+    def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        return module.state_dict()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        if self.is_global_zero:
+            self.checkpoint_io.save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        return self.checkpoint_io.load_checkpoint(path)
+
+    def remove_checkpoint(self, path: str) -> None:
+        if self.is_global_zero:
+            self.checkpoint_io.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.accelerator.teardown()
+
+
+@hookimpl
+def register_roles(registry):  # type: ignore[no-untyped-def]
+    registry.add("strategy", "single_device", SingleDeviceStrategy)
