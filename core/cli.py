@@ -169,9 +169,9 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
         if command == "fit":
             trainer.fit(module, datamodule=datamodule, ckpt_path=args.ckpt_path)
         elif command == "validate":
-            trainer.validate(module, datamodule=datamodule, ckpt_path=args.ckpt_path)
+            trainer.validate(module, datamodule=datamodule, ckpt_path=args.ckpt_path, verbose=False)  # the table below shows the metrics
         elif command == "test":
-            trainer.test(module, datamodule=datamodule, ckpt_path=args.ckpt_path)
+            trainer.test(module, datamodule=datamodule, ckpt_path=args.ckpt_path, verbose=False)  # the table below shows the metrics
         else:
             predictions = trainer.predict(module, datamodule=datamodule, ckpt_path=args.ckpt_path)
             if args.output:
