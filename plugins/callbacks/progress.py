@@ -97,6 +97,7 @@ class ProgressBar(Callback):
         self._eval: _Bar | None = None
         self._next_refresh = 0.0  # time.monotonic() at which the next redraw is due
         self._next_plain = 0.0
+        self._val_metrics: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ public knobs
     def disable(self) -> None:
@@ -142,12 +143,15 @@ class ProgressBar(Callback):
             return f"epoch {epoch}/{max_epochs}"
         return f"epoch {epoch}"
 
-    @staticmethod
-    def _metrics(trainer: Trainer) -> dict[str, Any]:
+    def _metrics(self, trainer: Trainer) -> dict[str, Any]:
         try:
-            return dict(trainer.progress_bar_metrics)
+            metrics = dict(trainer.progress_bar_metrics)
         except Exception:  # a display must never take training down
             return {}
+        # The last validation run's values stay on display until the next one.
+        for key, value in self._val_metrics.items():
+            metrics.setdefault(key, value)
+        return metrics
 
     def _plain_line(self, bar: _Bar, metrics: dict[str, Any]) -> str:
         count = f"batch {bar.n}/{bar.total}" if bar.total is not None else f"batch {bar.n}"
@@ -267,7 +271,15 @@ class ProgressBar(Callback):
         bar.n += 1
         self._tick(bar, trainer, with_metrics=False, plain=True)
 
+    def on_train_start(self, trainer: Trainer, module: Module) -> None:
+        self._val_metrics = {}
+
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
+        in_fit = getattr(getattr(trainer, "state", None), "fn", None) == "fit"
+        if in_fit and self._active(trainer) and not getattr(trainer, "sanity_checking", False):
+            # Once per validation run: keep its values for the training display.
+            self._val_metrics = {}
+            self._val_metrics = self._metrics(trainer)
         self._finish_eval(trainer, with_metrics=True)
         if self._train is not None and self._train.tqdm is not None and not getattr(trainer, "sanity_checking", False):
             self._redraw(self._train, trainer, with_metrics=True)  # show the new validation metrics
