@@ -29,3 +29,30 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
         np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too when present
     return seed
+
+
+class isolated_rng:
+    """Restore every generator ``seed_everything`` seeds when the block ends,
+    so that the block (e.g. the sanity check) leaves training's randomness as
+    it would have been without it."""
+
+    def __enter__(self) -> None:
+        self._python = random.getstate()
+        self._torch = torch.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        try:
+            import numpy as np
+        except ImportError:
+            self._numpy = None
+        else:
+            self._numpy = np.random.get_state()
+
+    def __exit__(self, *exc: object) -> None:
+        random.setstate(self._python)
+        torch.set_rng_state(self._torch)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state_all(self._cuda)
+        if self._numpy is not None:
+            import numpy as np
+
+            np.random.set_state(self._numpy)

@@ -524,9 +524,9 @@ class Trainer:
             if name.startswith(("callback:", "logger:")):
                 pm.unregister(plugin, name)
         ordered = [*self.callbacks, *self.loggers]
-        # pluggy calls the last-registered first; dispatch reverses that, so
-        # registering in list order makes callbacks fire in list order.
-        for observer in ordered:
+        # pluggy calls the last-registered implementation first: registering in
+        # reverse makes callbacks fire in the order the user listed them.
+        for observer in reversed(ordered):
             pm.register_callback(observer, "logger" if isinstance(observer, Logger) else "callback")
 
     def _collect_dataloaders(self, stage: str) -> None:

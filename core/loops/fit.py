@@ -12,6 +12,7 @@ from ember.loops.evaluate import run_evaluation
 from ember.loops.optimization import AutomaticOptimization
 from ember.module import Module
 from ember.results import Results
+from ember.seed import isolated_rng
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -66,7 +67,8 @@ def _sanity_check(trainer: Trainer) -> None:
     trainer.state.stage = "sanity_check"
     for fn in d.on_sanity_check_start:
         fn(trainer, module)
-    run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_sanity_val_batches, sanity=True)
+    with isolated_rng():  # training must be random in the same way with or without the check
+        run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_sanity_val_batches, sanity=True)
     for fn in d.on_sanity_check_end:
         fn(trainer, module)
 
