@@ -280,7 +280,8 @@ def on_test_end(trainer: Trainer, module: Module) -> None:
 
 @hookspec
 def on_test_epoch_start(trainer: Trainer, module: Module) -> None:
-    """Fires before the first test batch."""
+    """Fires after ``on_test_start``, before the first test batch of the first
+    test dataloader."""
 
 
 @hookspec
@@ -314,12 +315,14 @@ def on_predict_end(trainer: Trainer, module: Module) -> None:
 
 @hookspec
 def on_predict_epoch_start(trainer: Trainer, module: Module) -> None:
-    """Fires before the first predict batch."""
+    """Fires after ``on_predict_start``, before the first predict batch of the
+    first predict dataloader."""
 
 
 @hookspec
 def on_predict_epoch_end(trainer: Trainer, module: Module) -> None:
-    """Fires after the last predict batch."""
+    """Fires after the last predict batch of every predict dataloader, before
+    ``on_predict_end``."""
 
 
 @hookspec
