@@ -14,7 +14,7 @@ import ember
 class DigitsCNN(ember.Module):
     """Two 3x3 convolution blocks and a linear classifier.
 
-    It has about 30 thousand parameters and trains to over 97 % validation
+    It has about 77 thousand parameters and trains to over 97 % validation
     accuracy in a few seconds on a laptop CPU.
     """
 
