@@ -424,12 +424,27 @@ class ModelCheckpoint(Callback):
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         self._last_global_step_saved = trainer.global_step
+        strategy = getattr(trainer, "strategy", None)
+        if strategy is not None and getattr(trainer, "world_size", 1) > 1:
+            # Rank zero looked at the files; every rank must use the name it chose.
+            agreed = strategy.broadcast(filepath, 0)
+            if agreed != filepath:
+                self._rename_record(filepath, agreed)
+                filepath = agreed
         if getattr(trainer, "is_global_zero", True):
             parent = os.path.dirname(filepath)
             if parent:
                 os.makedirs(parent, exist_ok=True)
         trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)
         self._written.add(filepath)
+
+    def _rename_record(self, old: str, new: str) -> None:
+        if old in self.best_k_models:
+            self.best_k_models[new] = self.best_k_models.pop(old)
+        self._recent = [new if p == old else p for p in self._recent]
+        for attr in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if getattr(self, attr) == old:
+                setattr(self, attr, new)
 
     def _remove(self, trainer: Trainer, filepath: str) -> None:
         if filepath not in self._written:

@@ -97,9 +97,11 @@ def test_every_n_epochs(tmp_path, make_trainer, regressor, loaders):
 
 
 def test_mid_epoch_validation_saves_each_time_and_sanity_check_never(tmp_path, make_trainer, regressor, loaders):
-    cb = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", save_top_k=-1)
-    make_trainer(max_epochs=1, val_check_interval=2, num_sanity_val_steps=2, callbacks=[cb]).fit(regressor(), *loaders)
-    assert ckpts(tmp_path) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"]
+    latest = ModelCheckpoint(dirpath=tmp_path / "latest", save_top_k=-1)
+    best = ModelCheckpoint(dirpath=tmp_path / "best", monitor="val_loss", save_top_k=-1)
+    make_trainer(max_epochs=1, val_check_interval=2, num_sanity_val_steps=2, callbacks=[latest, best]).fit(regressor(), *loaders)
+    assert ckpts(tmp_path / "latest") == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"]
+    assert ckpts(tmp_path / "best") == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"]
 
 
 def test_no_validation_saves_at_train_epoch_end(tmp_path, make_trainer, train_only, loaders):
@@ -195,6 +197,19 @@ def test_state_is_saved_and_resumed(tmp_path, make_trainer, regressor, loaders):
     # the file the first run wrote is no longer tracked, but this run did not write it, so it stays
     assert ckpts(tmp_path) == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "epoch=4-step=20.ckpt", "last.ckpt"]
     assert load(tmp_path / "last.ckpt")["global_step"] == 20
+
+
+def test_resumed_run_keeps_writing_to_the_same_default_directory(tmp_path, make_trainer, regressor, loaders):
+    first = make_trainer(max_epochs=2, enable_checkpointing=True, logger=CSVLogger(tmp_path))
+    first.fit(regressor(), *loaders)
+    ckpt_dir = os.path.join(str(tmp_path), "ember_logs", "version_0", "checkpoints")
+    assert first.checkpoint_callback.dirpath == ckpt_dir
+    last = first.checkpoint_callback.best_model_path
+
+    second = make_trainer(max_epochs=3, enable_checkpointing=True, logger=CSVLogger(tmp_path))
+    second.fit(regressor(), *loaders, ckpt_path=last)
+    assert second.checkpoint_callback.dirpath == ckpt_dir
+    assert ckpts(ckpt_dir) == ["epoch=1-step=8.ckpt", "epoch=2-step=12.ckpt"], "the resumed-from file is not this run's to delete"
 
 
 def test_ckpt_path_best_uses_best_model_path(tmp_path, make_trainer, regressor, loaders):
