@@ -177,6 +177,8 @@ class ModelCheckpoint(Callback):
         self._epoch_end_done = -1
         self._validation_ran = False
         self._warned_missing_fields: set[str] = set()
+        self._dir_resolved = False  # setup() has fixed self.dirpath for the current run
+        self._restored_dir: str | None = None  # dirpath from a checkpoint loaded before setup()
 
     # ------------------------------------------------------------------ identity
     @property
@@ -205,12 +207,19 @@ class ModelCheckpoint(Callback):
         if strategy is not None and getattr(trainer, "world_size", 1) > 1:
             dirpath = strategy.broadcast(dirpath)
         self.dirpath = dirpath
+        self._dir_resolved = True
+        if self._restored_dir is not None:
+            saved, self._restored_dir = self._restored_dir, None
+            self._reconcile_dirpath(saved)
         if stage == "fit":
             self._written = set()
             self._last_global_step_saved = -1
             self._validated_epoch = -1
             self._epoch_end_done = -1
             self._validation_ran = False
+
+    def teardown(self, trainer: Trainer, module: Module, stage: str) -> None:
+        self._dir_resolved = False
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self._every_n_train_steps
@@ -488,19 +497,6 @@ class ModelCheckpoint(Callback):
         def t(value: Any) -> torch.Tensor | None:
             return None if value is None else torch.tensor(float(value), dtype=torch.float64)
 
-        saved_dir = state_dict.get("dirpath")
-        same_place = saved_dir is None or self.dirpath is None or os.path.abspath(saved_dir) == os.path.abspath(self.dirpath)
-        if not same_place and self._user_dirpath is not None:
-            warnings.warn(
-                f"ModelCheckpoint: the checkpoint directory changed from {saved_dir!r} to {self.dirpath!r}; "
-                "the best-checkpoint records are not restored, only last_model_path.",
-                UserWarning,
-                stacklevel=2,
-            )
-            self.last_model_path = state_dict.get("last_model_path", "") or ""
-            return
-        if saved_dir is not None and self._user_dirpath is None:
-            self.dirpath = saved_dir  # a resumed run keeps writing where it wrote before
         self.best_model_score = t(state_dict.get("best_model_score"))
         self.best_model_path = state_dict.get("best_model_path", "") or ""
         self.current_score = t(state_dict.get("current_score"))
@@ -509,6 +505,32 @@ class ModelCheckpoint(Callback):
         self.kth_value = t(state_dict.get("kth_value"))
         self.last_model_path = state_dict.get("last_model_path", "") or ""
         self._recent = list(state_dict.get("recent") or [])
+        saved_dir = state_dict.get("dirpath")
+        if self._dir_resolved:
+            self._reconcile_dirpath(saved_dir)
+        else:  # restored before setup(): compare once the directory is known
+            self._restored_dir = saved_dir
+
+    def _reconcile_dirpath(self, saved_dir: str | None) -> None:
+        """A restored record names files in ``saved_dir``. Without a ``dirpath``
+        of its own the callback goes on writing there; with a different one it
+        forgets the best-k records (whose files are elsewhere) but keeps
+        ``last_model_path``."""
+        if saved_dir is None or self.dirpath is None or os.path.abspath(saved_dir) == os.path.abspath(self.dirpath):
+            return
+        if self._user_dirpath is None:
+            self.dirpath = saved_dir
+            return
+        warnings.warn(
+            f"ModelCheckpoint: the checkpoint directory changed from {saved_dir!r} to {self.dirpath!r}; "
+            "the best-checkpoint records are not restored, only last_model_path.",
+            UserWarning,
+            stacklevel=3,
+        )
+        self.best_k_models = {}
+        self.best_model_path = self.kth_best_model_path = ""
+        self.best_model_score = self.kth_value = self.current_score = None
+        self._recent = []
 
 
 @hookimpl

@@ -259,7 +259,32 @@ def test_load_state_dict_round_trip(tmp_path):
     other = ModelCheckpoint(dirpath=tmp_path, monitor="m")
     other.load_state_dict(state)
     assert other.state_dict() == state
+
+
+
+@pytest.mark.parametrize("restore_first", [True, False], ids=["restore-then-setup", "setup-then-restore"])
+def test_restored_records_and_directory(tmp_path, restore_first):
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(world_size=1, log_dir=str(tmp_path / "new_version"), default_root_dir=str(tmp_path))
+    saved = ModelCheckpoint(dirpath=tmp_path / "old", monitor="m")
+    saved.best_k_models = {str(tmp_path / "old" / "a.ckpt"): torch.tensor(0.5)}
+    saved.best_model_path, saved.best_model_score = str(tmp_path / "old" / "a.ckpt"), torch.tensor(0.5)
+    saved.last_model_path = str(tmp_path / "old" / "last.ckpt")
+    state = saved.state_dict()
+
+    def run(cb):
+        steps = [lambda: cb.load_state_dict(state), lambda: cb.setup(trainer, None, "fit")]
+        for step in steps if restore_first else steps[::-1]:
+            step()
+
     moved = ModelCheckpoint(dirpath=tmp_path / "elsewhere", monitor="m")
     with pytest.warns(UserWarning, match="changed"):
-        moved.load_state_dict(state)
-    assert moved.best_k_models == {} and moved.last_model_path == str(tmp_path / "last.ckpt")
+        run(moved)
+    assert moved.dirpath == str(tmp_path / "elsewhere")
+    assert moved.best_k_models == {} and moved.best_model_path == "" and moved.last_model_path == str(tmp_path / "old" / "last.ckpt")
+
+    default = ModelCheckpoint(monitor="m")  # no dirpath of its own: keeps writing where the run wrote before
+    run(default)
+    assert default.dirpath == str(tmp_path / "old")
+    assert default.best_model_path == str(tmp_path / "old" / "a.ckpt") and float(default.best_model_score) == 0.5

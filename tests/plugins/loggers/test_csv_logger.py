@@ -219,3 +219,21 @@ def test_default_logger_is_csv_under_default_root_dir(tmp_path, regressor, loade
     path = os.path.join(str(tmp_path), "ember_logs", "version_0", "metrics.csv")
     header, rows = read_csv(path)
     assert "train_loss" in header and len([r for r in rows if r["train_loss"]]) == 4
+
+
+def test_resumed_fit_continues_in_the_same_version(tmp_path, make_trainer, regressor, loaders):
+    import torch
+
+    from ember.plugins.callbacks import ModelCheckpoint
+
+    first = CSVLogger(save_dir=tmp_path)
+    make_trainer(max_epochs=2, logger=first, log_every_n_steps=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)]).fit(regressor(), *loaders)
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["callbacks"][first.state_key] == {"version": 0}
+
+    second = CSVLogger(save_dir=tmp_path)
+    trainer = make_trainer(max_epochs=4, logger=second, log_every_n_steps=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)])
+    trainer.fit(regressor(), *loaders, ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+    assert second.version == 0 and trainer.log_dir == first.log_dir
+    assert sorted(os.listdir(tmp_path / "ember_logs")) == ["version_0"], "no new version directory"
+    _, rows = read_csv(os.path.join(first.log_dir, "metrics.csv"))
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [4, 8, 12, 16]
