@@ -110,81 +110,88 @@ class AutomaticOptimization:
     backward → ``on_after_backward``; on the last batch of the window the
     optimizer steps with that as its closure (so LBFGS-style optimizers work),
     after unscaling, ``on_before_optimizer_step`` and clipping.
+
+    The closures are bound methods made once per epoch, with the batch passed
+    through attributes: nothing is allocated per step.
     """
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
-        self.module = trainer.module
+        self.module = module = trainer.module
+        self.placed = trainer._placed_module
+        self.precision = trainer.strategy.precision
+        self.optimizer_step = trainer.strategy.optimizer_step
         self.optimizer = trainer.optimizers[0]
         self.accumulate = trainer.accumulate_grad_batches
-        cls = type(self.module)
+        self.dispatch = trainer._dispatch
+        cls = type(module)
         self.custom_step = cls.optimizer_step is not Module.optimizer_step
         self.custom_zero_grad = cls.optimizer_zero_grad is not Module.optimizer_zero_grad
         self.window_has_grads = False
         self.output: Any = None
+        self.batch: Any = None
+        self.batch_idx = 0
+        self.first = True
+        self.closure = self._closure
+        self.step_closure = self._step_closure
 
     def run(self, batch: Any, batch_idx: int, is_last_batch: bool) -> tuple[Any, bool]:
         """Returns ``(training_step output, whether the optimizer stepped)``."""
-        trainer = self.trainer
         accumulate = self.accumulate
-        first = batch_idx % accumulate == 0
-        steps = (batch_idx + 1) % accumulate == 0 or is_last_batch
-        if first:
+        self.batch = batch
+        self.batch_idx = batch_idx
+        if accumulate == 1:
+            self.first = True
             self.window_has_grads = False
-        closure = self._closure(batch, batch_idx, first)
-        if not steps:
-            try:
-                closure()
-            except _SkipStep:
-                return None, False
-            return self.output, False
-        optimizer = self.optimizer
-
-        def step_closure() -> Any:
-            loss = closure()
-            _before_step(trainer, self.module, optimizer)
-            return loss
-
+        else:
+            self.first = batch_idx % accumulate == 0
+            if self.first:
+                self.window_has_grads = False
+            if not ((batch_idx + 1) % accumulate == 0 or is_last_batch):
+                try:
+                    self._closure()
+                except _SkipStep:
+                    return None, False
+                return self.output, False
         try:
             if self.custom_step:
-                self.module.optimizer_step(trainer.current_epoch, batch_idx, optimizer, step_closure)
+                self.module.optimizer_step(self.trainer.current_epoch, batch_idx, self.optimizer, self.step_closure)
             else:
-                trainer.strategy.optimizer_step(optimizer, step_closure)
+                self.optimizer_step(self.optimizer, self.step_closure)
         except _SkipStep:
             return None, False
-        trainer.global_step += 1
+        self.trainer.global_step += 1
         return self.output, True
 
-    def _closure(self, batch: Any, batch_idx: int, first: bool) -> Callable[[], Any]:
+    def _step_closure(self) -> Any:
+        loss = self._closure()
+        _before_step(self.trainer, self.module, self.optimizer)
+        return loss
+
+    def _closure(self) -> Any:
         trainer = self.trainer
-        module = self.module
-        placed = trainer._placed_module
-        precision = trainer.strategy.precision
-
-        def closure() -> Any:
-            with precision.forward_context():
-                output = placed.training_step(batch, batch_idx) if placed is module else placed(batch, batch_idx)
-            loss = _loss_of(output)
-            if first:
-                d = trainer._dispatch
-                if d.on_before_zero_grad:
-                    for fn in d.on_before_zero_grad:
-                        fn(trainer, module, self.optimizer)
-                if self.custom_zero_grad:
-                    module.optimizer_zero_grad(trainer.current_epoch, batch_idx, self.optimizer)
-                else:
-                    self.optimizer.zero_grad()
-            if loss is None:
-                self.output = None
-                if not self.window_has_grads:
-                    raise _SkipStep
-                return None
-            if self.accumulate > 1:
-                backward(trainer, loss / self.accumulate)
+        placed = self.placed
+        with self.precision.forward_context():
+            if placed is self.module:
+                output = placed.training_step(self.batch, self.batch_idx)
             else:
-                backward(trainer, loss)
-            self.window_has_grads = True
-            self.output = output
-            return loss.detach()
-
-        return closure
+                output = placed(self.batch, self.batch_idx)
+        loss = output if isinstance(output, torch.Tensor) else _loss_of(output)
+        if self.first:
+            hooks = self.dispatch.on_before_zero_grad
+            if hooks:
+                for fn in hooks:
+                    fn(trainer, self.module, self.optimizer)
+            if self.custom_zero_grad:
+                self.module.optimizer_zero_grad(trainer.current_epoch, self.batch_idx, self.optimizer)
+            else:
+                self.optimizer.zero_grad()
+        if loss is None:
+            self.output = None
+            if not self.window_has_grads:
+                raise _SkipStep
+            return None
+        backward(trainer, loss / self.accumulate if self.accumulate > 1 else loss)
+        self.window_has_grads = True
+        self.output = output
+        return loss

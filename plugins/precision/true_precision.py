@@ -9,6 +9,9 @@ import torch
 
 from ember.plugin_manager import hookimpl
 
+# nullcontext is reentrant and stateless: one instance serves every step.
+_NO_CONTEXT = contextlib.nullcontext()
+
 
 class TruePrecision:
     """Parameters and inputs in one floating-point dtype, no autocast."""
@@ -26,7 +29,7 @@ class TruePrecision:
         return _cast_floats(batch, self.dtype)
 
     def forward_context(self) -> ContextManager[Any]:
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
         loss.backward()
