@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from ember.stack import build, check_stack, default_registry, load_stack
+    from ember.stack import StackError, build, check_stack, default_registry, load_stack
 
     environ = dict(os.environ)
     stack = load_stack(args.config, Path.cwd(), overrides, environ, check=False, require_model=True)
@@ -156,7 +156,14 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if stack.seed_everything is not None:
         ember.seed_everything(stack.seed_everything)
-    module, datamodule, trainer_kwargs = build(stack, registry, environ)
+    try:
+        module, datamodule, trainer_kwargs = build(stack, registry, environ)
+    except StackError:
+        raise
+    except Exception:  # the user's __init__ raised: show where
+        traceback.print_exc()
+        print("error: creating the stack's model, data module, callbacks or loggers failed (traceback above).", file=sys.stderr)
+        return 1
     try:
         trainer = ember.Trainer(**trainer_kwargs)
     except (UnknownNameError, ValueError) as exc:

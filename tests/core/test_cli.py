@@ -408,3 +408,10 @@ def test_plugins_survives_a_broken_stack(tmp_path: Path) -> None:
 
 def test_plugins_takes_no_overrides(tmp_path: Path) -> None:
     assert_usage_error(ember("plugins", "--trainer.max_epochs", "1", cwd=tmp_path), "takes no stack overrides")
+
+
+def test_error_in_user_init_exits_1_with_traceback(project: Path) -> None:
+    proc = ember("fit", "--data.init_args.n", "-3", cwd=project)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" in proc.stderr and "negative dimension" in proc.stderr
+    assert "error: creating the stack's model, data module, callbacks or loggers failed" in proc.stderr
