@@ -323,6 +323,8 @@ class Stack:
     provenance: dict[str, str] = field(default_factory=dict)
     #: where class paths are imported from (the stack file's directory, else the cwd)
     import_root: Path | None = None
+    #: the merged raw data with the origin of every leaf, for error messages
+    _raw: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -886,7 +888,7 @@ def load_stack(
     stack.provenance = {format_key(k): v for k, v in raw.prov.items() if k}
     for key in ("seed_everything", "plugins.autoload", "plugins.enable", "plugins.disable"):
         stack.provenance.setdefault(key, DEFAULT)
-    stack._raw = raw  # type: ignore[attr-defined]  # for error messages in build()
+    stack._raw = raw
     if require_model and stack.model is None:
         where = f"{label}" if label else f"no stack file (looked for ember.toml or a pyproject.toml with [tool.ember] in {cwd} and its parents)"
         raise StackError(f"{where}: model: no [model] configured; add a [model] table with class_path (and init_args), or pass --model.class_path module:ClassName.")
@@ -900,7 +902,7 @@ def check_stack(stack: Stack, registry: Any = None, trainer_cls: Any = None, env
     ``ember.Trainer``'s signature, callback and logger names against
     ``registry`` (built from the stack's plugins when ``None``), and every
     ``init_args`` against its class's signature."""
-    raw: _Raw | None = getattr(stack, "_raw", None)
+    raw: _Raw | None = stack._raw
     if raw is None:
         raw = _Raw(str(stack.source) if stack.source else None, pyproject=False)
         raw.prov = {parse_key(k): v for k, v in stack.provenance.items()}
@@ -948,7 +950,7 @@ def default_registry(stack: Stack, environ: Mapping[str, str] | None = None) -> 
 
 
 def _where(stack: Stack, key: str) -> str:
-    raw: _Raw | None = getattr(stack, "_raw", None)
+    raw: _Raw | None = stack._raw
     if raw is None:
         return f"{stack.origin(key)}: {key}"
     return raw.describe(parse_key(key))
