@@ -904,7 +904,7 @@ def check_stack(stack: Stack, registry: Any = None, trainer_cls: Any = None, env
     ``init_args`` against its class's signature."""
     raw: _Raw | None = stack._raw
     if raw is None:
-        raw = _Raw(str(stack.source) if stack.source else None, pyproject=False)
+        raw = _Raw(str(stack.source) if stack.source else "the stack", pyproject=False)
         raw.prov = {parse_key(k): v for k, v in stack.provenance.items()}
         raw.where = dict(raw.prov)
     checker = _Checker(raw)
