@@ -41,7 +41,7 @@ def hook_functions(hookspecs: Any) -> list[Callable[..., Any]]:
         for name, obj in vars(hookspecs).items()
         if callable(obj) and hasattr(obj, "ember_spec") and not name.startswith("_")
     ]
-    return sorted(found, key=lambda fn: inspect.getsourcelines(fn)[1])
+    return sorted(found, key=lambda fn: fn.__code__.co_firstlineno)
 
 
 def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
