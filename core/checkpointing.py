@@ -41,7 +41,9 @@ def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
     checkpoint = TorchCheckpointIO().load_checkpoint(path)
     check_compatible(checkpoint, path)
     if map_location is not None:
-        checkpoint["state_dict"] = {k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in checkpoint["state_dict"].items()}
+        checkpoint["state_dict"] = {
+            k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in checkpoint["state_dict"].items()
+        }
     return checkpoint
 
 
@@ -102,7 +104,11 @@ def restore_module(trainer: Trainer, checkpoint: dict[str, Any], path: str, stri
     module = trainer.module
     state = checkpoint["state_dict"]
     own = module.state_dict()
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs module {tuple(own[k].shape)}" for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs module {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+    ]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if mismatched or (strict and (missing or unexpected)):
@@ -143,12 +149,16 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
         )
     opt_states = checkpoint["optimizer_states"]
     if len(opt_states) != len(trainer.optimizers):
-        raise CheckpointError(f"{path!r} holds {len(opt_states)} optimizer state(s) but configure_optimizers returned {len(trainer.optimizers)}.")
-    for opt, state in zip(trainer.optimizers, opt_states):
+        raise CheckpointError(
+            f"{path!r} holds {len(opt_states)} optimizer state(s) but configure_optimizers returned {len(trainer.optimizers)}."
+        )
+    for opt, state in zip(trainer.optimizers, opt_states, strict=False):
         opt.load_state_dict(state)
     sched_states = checkpoint.get("lr_schedulers", [])
     if len(sched_states) != len(trainer.lr_scheduler_configs):
-        raise CheckpointError(f"{path!r} holds {len(sched_states)} LR scheduler state(s) but configure_optimizers returned {len(trainer.lr_scheduler_configs)}.")
-    for config, state in zip(trainer.lr_scheduler_configs, sched_states):
+        raise CheckpointError(
+            f"{path!r} holds {len(sched_states)} LR scheduler state(s) but configure_optimizers returned {len(trainer.lr_scheduler_configs)}."
+        )
+    for config, state in zip(trainer.lr_scheduler_configs, sched_states, strict=False):
         config.scheduler.load_state_dict(state)
     trainer.strategy.precision.load_state_dict(checkpoint.get("precision", {}))

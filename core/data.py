@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import DataLoader, SequentialSampler
 
 from ember.datamodule import DataModule
 from ember.module import Module
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
 
 _METHOD = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader", "predict": "predict_dataloader"}
 
@@ -93,3 +96,80 @@ def sequential(loader: Any) -> Any:
         worker_init_fn=loader.worker_init_fn,
         persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
     )
+
+
+def collect(trainer: Trainer, stage: str) -> None:
+    """Find the dataloaders of ``stage``, let the strategy adapt them, count
+    their batches, and store all of it on the trainer."""
+    module, dm, explicit = trainer.module, trainer.datamodule, trainer._explicit_loaders
+    assert module is not None
+    process = trainer.strategy.process_dataloader
+    if stage == "fit":
+        train = resolve("train", explicit.get("train"), dm, module)
+        if train is None:
+            raise ValueError(
+                f"No training data: pass train_dataloaders to fit(), a DataModule with train_dataloader(), "
+                f"or implement {type(module).__name__}.train_dataloader()."
+            )
+        members = train.values() if isinstance(train, dict) else train if isinstance(train, (list, tuple)) else ()
+        if any(isinstance(x, DataLoader) for x in members):
+            raise ValueError("Several training dataloaders at once are not supported; combine them into one dataset or sampler.")
+        if trainer.overfit_batches:
+            train = sequential(train)
+        trainer._train_loader = process(train, "fit")
+        trainer.num_training_batches = limited(trainer._train_loader, trainer.limit_train_batches, "limit_train_batches")
+        has_val = type(module).validation_step is not Module.validation_step
+        val = resolve("val", explicit.get("val"), dm, module) if has_val else None
+        trainer._val_loaders = [process(v, "validate") for v in as_list(val)]
+        trainer.num_val_batches = [limited(v, trainer.limit_val_batches, "limit_val_batches") for v in trainer._val_loaders]
+        steps = trainer.num_sanity_val_steps
+        trainer.num_sanity_val_batches = [min(n, math.inf if steps == -1 else steps) for n in trainer.num_val_batches]
+        trainer._val_check_batch = val_check_batch(trainer)
+    elif stage in ("validate", "test"):
+        kind = "val" if stage == "validate" else "test"
+        step_name = "validation_step" if stage == "validate" else "test_step"
+        if getattr(type(module), step_name) is getattr(Module, step_name):
+            raise NotImplementedError(f"trainer.{stage}() needs {type(module).__name__}.{step_name}(batch, batch_idx).")
+        loaders = resolve(kind, explicit.get(kind), dm, module)
+        if loaders is None:
+            raise ValueError(
+                f"No {kind} data: pass dataloaders to trainer.{stage}(), a DataModule with {_METHOD[kind]}(), or implement {type(module).__name__}.{_METHOD[kind]}()."
+            )
+        limit = trainer.limit_val_batches if stage == "validate" else trainer.limit_test_batches
+        trainer._eval_loaders = [process(v, stage) for v in as_list(loaders)]
+        counts = [limited(v, limit, f"limit_{kind}_batches") for v in trainer._eval_loaders]
+        if stage == "validate":
+            trainer.num_val_batches = counts
+        else:
+            trainer.num_test_batches = counts
+    else:
+        loaders = resolve("predict", explicit.get("predict"), dm, module)
+        if loaders is None:
+            raise ValueError(
+                f"No predict data: pass dataloaders to trainer.predict(), a DataModule with predict_dataloader(), or implement {type(module).__name__}.predict_dataloader()."
+            )
+        trainer._predict_loaders = [process(v, "predict") for v in as_list(loaders)]
+        trainer.num_predict_batches = [limited(v, trainer.limit_predict_batches, "limit_predict_batches") for v in trainer._predict_loaders]
+
+
+def val_check_batch(trainer: Trainer) -> float:
+    """After how many training batches validation runs (``inf``: at epoch end only)."""
+    interval = trainer.val_check_interval
+    n = trainer.num_training_batches
+    if isinstance(interval, float) and not (isinstance(interval, bool)):
+        if not 0.0 < interval <= 1.0:
+            raise ValueError(
+                f"val_check_interval={interval} as a float must be in (0, 1] (a fraction of the epoch); pass an int for a number of batches."
+            )
+        if n == math.inf:
+            if interval != 1.0:
+                raise ValueError("val_check_interval as a fraction needs a training dataloader with a length; pass an int.")
+            return math.inf
+        return max(1, int(n * interval))
+    if not isinstance(interval, int) or interval < 1:
+        raise ValueError(f"val_check_interval={interval!r} must be a positive int (batches) or a float in (0, 1].")
+    if n != math.inf and interval > n:
+        raise ValueError(
+            f"val_check_interval={interval} is more than the {int(n)} training batches per epoch; lower it or pass a fraction."
+        )
+    return float(interval)

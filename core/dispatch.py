@@ -10,7 +10,8 @@ even build the arguments.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ember.plugin_manager import _HOOK_NAMES, positional_adapter, spec_argnames
 
@@ -22,7 +23,9 @@ Hook = tuple[Callable[..., Any], ...]
 #: Hooks the user's module may override, with Lightning's module signatures
 #: (the trainer and module arguments are not passed to it).
 MODULE_HOOKS: frozenset[str] = frozenset(
-    n for n in _HOOK_NAMES if n not in {"register_roles", "on_exception", "on_sanity_check_start", "on_sanity_check_end", "on_log_metrics", "on_log_hyperparams"}
+    n
+    for n in _HOOK_NAMES
+    if n not in {"register_roles", "on_exception", "on_sanity_check_start", "on_sanity_check_end", "on_log_metrics", "on_log_hyperparams"}
 )
 
 
@@ -41,7 +44,7 @@ def _from_impl(impl: Any, argnames: tuple[str, ...]) -> Callable[..., Any]:
 
 def _through_pluggy(caller: Any, argnames: tuple[str, ...]) -> Callable[..., Any]:
     # Wrappers need pluggy's own machinery; keep their semantics exactly.
-    return lambda *args: caller(**dict(zip(argnames, args)))
+    return lambda *args: caller(**dict(zip(argnames, args, strict=False)))
 
 
 def resolve(pm: PluginManager, name: str, module: Any = None, module_base: type | None = None) -> Hook:
@@ -65,7 +68,13 @@ def resolve(pm: PluginManager, name: str, module: Any = None, module_base: type 
 class Dispatch:
     """Attribute ``X`` is the tuple of callables for hook ``X``."""
 
-    def __init__(self, pm: PluginManager, module: Any = None, module_base: type | None = None, wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        pm: PluginManager,
+        module: Any = None,
+        module_base: type | None = None,
+        wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]] | None = None,
+    ) -> None:
         for name in _HOOK_NAMES:
             fns = resolve(pm, name, module, module_base)
             if wrap is not None:

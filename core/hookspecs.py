@@ -241,9 +241,7 @@ def on_validation_epoch_end(trainer: Trainer, module: Module) -> None:
 
 
 @hookspec
-def on_validation_batch_start(
-    trainer: Trainer, module: Module, batch: Any, batch_idx: int, dataloader_idx: int
-) -> None:
+def on_validation_batch_start(trainer: Trainer, module: Module, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
     """**Per-step.** Fires before ``validation_step``.
 
     :param batch: the batch, on the module's device.
@@ -254,9 +252,7 @@ def on_validation_batch_start(
 
 
 @hookspec
-def on_validation_batch_end(
-    trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
-) -> None:
+def on_validation_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
     """**Per-step.** Fires after ``validation_step``.
 
     :param outputs: what ``validation_step`` returned.
@@ -296,9 +292,7 @@ def on_test_batch_start(trainer: Trainer, module: Module, batch: Any, batch_idx:
 
 
 @hookspec
-def on_test_batch_end(
-    trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
-) -> None:
+def on_test_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
     """**Per-step.** Fires after ``test_step``; arguments as for
     ``on_validation_batch_end``."""
 
@@ -326,17 +320,13 @@ def on_predict_epoch_end(trainer: Trainer, module: Module) -> None:
 
 
 @hookspec
-def on_predict_batch_start(
-    trainer: Trainer, module: Module, batch: Any, batch_idx: int, dataloader_idx: int
-) -> None:
+def on_predict_batch_start(trainer: Trainer, module: Module, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
     """**Per-step.** Fires before ``predict_step``; arguments as for
     ``on_validation_batch_start``."""
 
 
 @hookspec
-def on_predict_batch_end(
-    trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int
-) -> None:
+def on_predict_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
     """**Per-step.** Fires after ``predict_step``.
 
     :param outputs: the prediction ``predict_step`` returned.

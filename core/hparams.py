@@ -43,7 +43,9 @@ class HyperparametersMixin:
     _hparams: AttributeDict | None = None
     _hparams_initial: AttributeDict | None = None
 
-    def save_hyperparameters(self, *args: Any, ignore: str | list[str] | None = None, frame: types.FrameType | None = None, logger: bool = True) -> None:
+    def save_hyperparameters(
+        self, *args: Any, ignore: str | list[str] | None = None, frame: types.FrameType | None = None, logger: bool = True
+    ) -> None:
         """Record the ``__init__`` arguments as hyperparameters.
 
         With no positional arguments every ``__init__`` argument is saved; with
@@ -64,7 +66,9 @@ class HyperparametersMixin:
             for arg in args:
                 if isinstance(arg, str):
                     if arg not in init_args:
-                        raise ValueError(f"save_hyperparameters({arg!r}): {arg!r} is not an __init__ argument; they are: {', '.join(init_args)}")
+                        raise ValueError(
+                            f"save_hyperparameters({arg!r}): {arg!r} is not an __init__ argument; they are: {', '.join(init_args)}"
+                        )
                     chosen[arg] = init_args[arg]
                 elif isinstance(arg, dict):
                     chosen.update(arg)

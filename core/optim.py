@@ -82,7 +82,9 @@ def parse_optimizers(result: Any) -> tuple[list[Any], list[LRSchedulerConfig]]:
 def _from_dict(result: dict[str, Any], opt_idx: int) -> tuple[list[Any], list[LRSchedulerConfig]]:
     unknown = set(result) - {"optimizer", "lr_scheduler", "monitor"}
     if unknown:
-        raise OptimizerConfigError(f"Unknown keys {sorted(unknown)} in configure_optimizers' dict; allowed: optimizer, lr_scheduler, monitor.")
+        raise OptimizerConfigError(
+            f"Unknown keys {sorted(unknown)} in configure_optimizers' dict; allowed: optimizer, lr_scheduler, monitor."
+        )
     if "optimizer" not in result:
         raise OptimizerConfigError('configure_optimizers returned a dict without an "optimizer" key.')
     configs = []

@@ -23,22 +23,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import sys
 import traceback
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from importlib import metadata as importlib_metadata
+from typing import Any
 
 import pluggy
 
 from ember import hookspecs
 from ember.callback import Callback
 from ember.roles import RoleRegistry, closest
-
-if sys.version_info >= (3, 10):
-    from importlib import metadata as importlib_metadata
-else:  # pragma: no cover
-    import importlib_metadata
 
 ENTRY_POINT_GROUP = "ember.plugins"
 
@@ -303,7 +299,14 @@ class PluginManager(pluggy.PluginManager):
                     if source is None or source.kind == "builtin":
                         raise
                     self.failures.append(
-                        PluginFailure(impl.plugin_name, source.distribution, source.version, source.target, f"register_roles raised {type(exc).__name__}: {exc}", traceback.format_exc())
+                        PluginFailure(
+                            impl.plugin_name,
+                            source.distribution,
+                            source.version,
+                            source.target,
+                            f"register_roles raised {type(exc).__name__}: {exc}",
+                            traceback.format_exc(),
+                        )
                     )
         return registry
 

@@ -9,7 +9,8 @@ reads the values.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -36,7 +37,21 @@ def extract_batch_size(batch: Any) -> int:
 
 
 class _Entry:
-    __slots__ = ("name", "on_step", "on_epoch", "prog_bar", "logger", "reduce", "sync_dist", "last", "fresh", "values", "weights", "folded", "folded_weight")
+    __slots__ = (
+        "name",
+        "on_step",
+        "on_epoch",
+        "prog_bar",
+        "logger",
+        "reduce",
+        "sync_dist",
+        "last",
+        "fresh",
+        "values",
+        "weights",
+        "folded",
+        "folded_weight",
+    )
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool) -> None:
         self.name = name
@@ -56,7 +71,9 @@ class _Entry:
     def fold(self) -> None:
         if not self.values:
             return
-        values = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in self.values]).to(torch.float64 if self._is_double() else torch.float32)
+        values = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in self.values]).to(
+            torch.float64 if self._is_double() else torch.float32
+        )
         if self.reduce == "mean":
             w = torch.tensor(self.weights, dtype=values.dtype, device=values.device)
             part = (values * w.view(-1, *([1] * (values.ndim - 1)))).sum(0)
@@ -89,7 +106,15 @@ class _Entry:
         value = self.folded
         if self.reduce == "mean":
             if reduce_across is not None and self.sync_dist:
-                total = reduce_across(torch.stack([value.sum() if value.ndim else value, torch.tensor(float(self.folded_weight), dtype=value.dtype, device=value.device)]), "sum")
+                total = reduce_across(
+                    torch.stack(
+                        [
+                            value.sum() if value.ndim else value,
+                            torch.tensor(float(self.folded_weight), dtype=value.dtype, device=value.device),
+                        ]
+                    ),
+                    "sum",
+                )
                 return total[0] / total[1]
             return value / max(self.folded_weight, 1)
         if reduce_across is not None and self.sync_dist:
@@ -149,7 +174,17 @@ class Results:
             if len(entry.values) >= _FOLD_EVERY:
                 entry.fold()
 
-    def _create(self, key: str, value: Any, prog_bar: bool, logger: bool | None, on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, sync_dist: bool) -> _Entry:
+    def _create(
+        self,
+        key: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool | None,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: Any,
+        sync_dist: bool,
+    ) -> _Entry:
         if isinstance(reduce_fx, str):
             reduce = _REDUCE_NAMES.get(reduce_fx.lower())
         else:
@@ -206,7 +241,9 @@ class Results:
                 out[entry.name] = self.epoch_values[entry.name]
         return out
 
-    def finalize_epoch(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def finalize_epoch(
+        self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Reduce the epoch-level values. Returns ``(callback_metrics,
         logger_metrics)``; callback metrics carry both ``name`` and, for
         metrics logged per step too, ``name_epoch``."""

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch

@@ -7,12 +7,13 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
-from ember import checkpointing, data
+from ember import checkpointing, data, resolve
 from ember.callback import Callback, Logger
 from ember.datamodule import DataModule
 from ember.dispatch import Dispatch
@@ -20,14 +21,13 @@ from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
 from ember.results import Results, to_float
-from ember.roles import CheckpointIO, ClusterEnvironment, Precision, RoleRegistry
+from ember.roles import RoleRegistry
 
-_PRECISION_ALIASES = {
-    32: "32-true", "32": "32-true", "32-true": "32-true",
-    64: "64-true", "64": "64-true", "64-true": "64-true",
-    16: "16-mixed", "16": "16-mixed", "bf16": "bf16-mixed",
-}  # fmt: skip
-_DEFAULT_SLOTS = (("progress_bar", "enable_progress_bar"), ("model_summary", "enable_model_summary"), ("model_checkpoint", "enable_checkpointing"))
+_DEFAULT_SLOTS = (
+    ("progress_bar", "enable_progress_bar"),
+    ("model_summary", "enable_model_summary"),
+    ("model_checkpoint", "enable_checkpointing"),
+)
 
 
 @dataclass
@@ -140,21 +140,7 @@ class Trainer:
         self._apply_determinism(deterministic, benchmark)
 
         # -- plugins and roles, resolved once ------------------------------------
-        extra_plugins = plugins if isinstance(plugins, (list, tuple)) else ([plugins] if plugins is not None else [])
-        role_overrides: dict[str, Any] = {}
-        hook_plugins: list[Any] = []
-        enable_names: list[str] = []
-        for item in extra_plugins:
-            if isinstance(item, str):
-                enable_names.append(item)
-            elif isinstance(item, Precision):
-                role_overrides["precision"] = item
-            elif isinstance(item, ClusterEnvironment):
-                role_overrides["environment"] = item
-            elif isinstance(item, CheckpointIO):
-                role_overrides["checkpoint_io"] = item
-            else:
-                hook_plugins.append(item)
+        role_overrides, hook_plugins, enable_names = resolve.split_plugins(plugins)
         settings = AutoloadSettings.from_env().merged(enable=enable_names, disable=disable_plugins or (), autoload=autoload_plugins)
         self._plugin_manager = pm = PluginManager()
         pm.load_builtins(settings.disable)
@@ -163,7 +149,7 @@ class Trainer:
             pm.register(obj, source=PluginSource("explicit", distribution="", target=type(obj).__module__))
         pm.warn_failures()
         self._registry = registry = pm.build_registry()
-        self.strategy = self._resolve_strategy(registry, accelerator, strategy, devices, precision, role_overrides)
+        self.strategy = resolve.resolve_strategy(registry, accelerator, strategy, devices, precision, role_overrides, num_nodes)
         self.accelerator = self.strategy.accelerator
         self.precision = self.strategy.precision.name
 
@@ -217,60 +203,6 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
         if benchmark is not None and hasattr(torch.backends, "cudnn"):
             torch.backends.cudnn.benchmark = bool(benchmark) and not deterministic
-
-    def _resolve_strategy(self, registry: RoleRegistry, accelerator: Any, strategy: Any, devices: Any, precision: Any, overrides: dict[str, Any]) -> Any:
-        if isinstance(accelerator, str):
-            name = self._auto_accelerator(registry) if accelerator == "auto" else accelerator
-            accelerator_obj = registry.create("accelerator", name)
-            if not accelerator_obj.is_available():
-                raise RuntimeError(f"accelerator={name!r} was requested but is not available on this machine. Use accelerator='auto' or 'cpu'.")
-        else:
-            accelerator_obj = accelerator
-        device_list = accelerator_obj.parse_devices(devices)
-        precision_obj = overrides.get("precision")
-        if precision_obj is None:
-            precision_name = _PRECISION_ALIASES.get(precision if precision is not None else "32-true", precision)
-            precision_obj = registry.create("precision", str(precision_name))
-        checkpoint_io = overrides.get("checkpoint_io") or registry.create("checkpoint_io", "torch")
-        environment = overrides.get("environment") or self._detect_environment(registry)
-        if not isinstance(strategy, str):
-            for attr, value in (("accelerator", accelerator_obj), ("precision", precision_obj), ("checkpoint_io", checkpoint_io), ("environment", environment)):
-                if getattr(strategy, attr, None) is None:
-                    setattr(strategy, attr, value)
-            return strategy
-        name = strategy
-        if strategy == "auto":
-            if len(device_list) > 1 or self.num_nodes > 1:
-                name = "ddp"  # resolved through the registry like any other name
-            else:
-                name = "single_device"
-        kwargs: dict[str, Any] = {"accelerator": accelerator_obj, "precision": precision_obj, "checkpoint_io": checkpoint_io, "environment": environment}
-        if name == "single_device":
-            if len(device_list) != 1:
-                raise ValueError(f"strategy='single_device' needs one device; devices={devices!r} gives {len(device_list)}.")
-            kwargs["device"] = device_list[0]
-        else:
-            kwargs["devices"] = device_list
-            kwargs["num_nodes"] = self.num_nodes
-        return registry.create("strategy", name, **kwargs)
-
-    @staticmethod
-    def _auto_accelerator(registry: RoleRegistry) -> str:
-        candidates = []
-        for name in registry.names("accelerator"):
-            factory = registry.entry("accelerator", name).factory
-            if getattr(factory, "is_available", lambda: False)():
-                candidates.append((getattr(factory, "auto_priority", 0), name))
-        return max(candidates)[1] if candidates else "cpu"
-
-    @staticmethod
-    def _detect_environment(registry: RoleRegistry) -> Any:
-        found = []
-        for name in registry.names("environment"):
-            factory = registry.entry("environment", name).factory
-            if name != "local" and getattr(factory, "detect", lambda: False)():
-                found.append((getattr(factory, "detect_priority", 0), name))
-        return registry.create("environment", max(found)[1] if found else "local")
 
     def _create_default_callbacks(self, registry: RoleRegistry, user_callbacks: list[Callback]) -> list[Callback]:
         filled = {cb.fills for cb in user_callbacks if cb.fills}
@@ -380,7 +312,9 @@ class Trainer:
     @property
     def estimated_stepping_batches(self) -> float:
         """Optimizer steps the whole fit will take (``inf`` when unknowable)."""
-        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches) if self.num_training_batches != math.inf else math.inf
+        per_epoch = (
+            math.ceil(self.num_training_batches / self.accumulate_grad_batches) if self.num_training_batches != math.inf else math.inf
+        )
         by_epochs = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
         return min(by_epochs, self.max_steps) if self.max_steps != -1 else by_epochs
 
@@ -402,7 +336,14 @@ class Trainer:
             self.log_metrics(values)
 
     # ------------------------------------------------------------------ the four entry points
-    def fit(self, model: Module, train_dataloaders: Any = None, val_dataloaders: Any = None, datamodule: DataModule | None = None, ckpt_path: str | None = None) -> None:
+    def fit(
+        self,
+        model: Module,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: DataModule | None = None,
+        ckpt_path: str | None = None,
+    ) -> None:
         """Train ``model``. Dataloaders come from the arguments, the DataModule or
         the module's ``*_dataloader`` methods. ``ckpt_path`` (a path, ``"last"``
         or ``"best"``) resumes training from a checkpoint."""
@@ -412,15 +353,36 @@ class Trainer:
 
         self._run("fit", model, datamodule, {"train": train_dataloaders, "val": val_dataloaders}, ckpt_path, run_fit)
 
-    def validate(self, model: Module | None = None, dataloaders: Any = None, ckpt_path: str | None = None, verbose: bool = True, datamodule: DataModule | None = None) -> list[dict[str, float]]:
+    def validate(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: DataModule | None = None,
+    ) -> list[dict[str, float]]:
         """Run one validation pass; returns one dict of metrics per dataloader."""
         return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
-    def test(self, model: Module | None = None, dataloaders: Any = None, ckpt_path: str | None = None, verbose: bool = True, datamodule: DataModule | None = None) -> list[dict[str, float]]:
+    def test(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | None = None,
+        verbose: bool = True,
+        datamodule: DataModule | None = None,
+    ) -> list[dict[str, float]]:
         """Run one test pass; returns one dict of metrics per dataloader."""
         return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
 
-    def predict(self, model: Module | None = None, dataloaders: Any = None, datamodule: DataModule | None = None, return_predictions: bool = True, ckpt_path: str | None = None) -> list[Any] | None:
+    def predict(
+        self,
+        model: Module | None = None,
+        dataloaders: Any = None,
+        datamodule: DataModule | None = None,
+        return_predictions: bool = True,
+        ckpt_path: str | None = None,
+    ) -> list[Any] | None:
         """Run ``predict_step`` over the predict dataloader(s); returns the
         predictions (a list per dataloader when there are several)."""
         if isinstance(dataloaders, DataModule):
@@ -432,7 +394,9 @@ class Trainer:
 
         return self._run("predict", model, datamodule, {"predict": dataloaders}, ckpt_path, runner)
 
-    def _evaluate(self, fn: str, model: Module | None, dataloaders: Any, ckpt_path: str | None, verbose: bool, datamodule: DataModule | None) -> list[dict[str, float]]:
+    def _evaluate(
+        self, fn: str, model: Module | None, dataloaders: Any, ckpt_path: str | None, verbose: bool, datamodule: DataModule | None
+    ) -> list[dict[str, float]]:
         if isinstance(dataloaders, DataModule):
             datamodule, dataloaders = dataloaders, None
         from ember.loops.evaluate import run_eval_entry
@@ -444,16 +408,21 @@ class Trainer:
         return self._run(fn, model, datamodule, {kind: dataloaders}, ckpt_path, runner)
 
     # ------------------------------------------------------------------ run orchestration
-    def _run(self, fn: str, model: Module | None, datamodule: DataModule | None, loaders: dict[str, Any], ckpt_path: str | None, runner: Any) -> Any:
+    def _run(
+        self, fn: str, model: Module | None, datamodule: DataModule | None, loaders: dict[str, Any], ckpt_path: str | None, runner: Any
+    ) -> Any:
         model = model if model is not None else self.module
         if model is None:
             raise TypeError(f"trainer.{fn}() needs a model: pass an ember.Module.")
         if not isinstance(model, Module):
-            raise TypeError(f"trainer.{fn}() expects an ember.Module, got {type(model).__name__}. Subclass ember.Module (ported LightningModules: change the base class).")
+            raise TypeError(
+                f"trainer.{fn}() expects an ember.Module, got {type(model).__name__}. Subclass ember.Module (ported LightningModules: change the base class)."
+            )
         if datamodule is not None and not isinstance(datamodule, DataModule):
             raise TypeError(f"datamodule must be an ember.DataModule, got {type(datamodule).__name__}.")
+        same_module = model is self.module
         self.module = model
-        self.datamodule = datamodule if datamodule is not None else (self.datamodule if model is self.module else None)
+        self.datamodule = datamodule if datamodule is not None else (self.datamodule if same_module else None)
         model.trainer = self
         if self.datamodule is not None:
             self.datamodule.trainer = self
@@ -504,7 +473,7 @@ class Trainer:
         self._placed_module = placed
         self._clipping_overridden = type(module).configure_gradient_clipping is not Module.configure_gradient_clipping
         module._device = self.strategy.root_device
-        self._collect_dataloaders(stage)
+        data.collect(self, stage)
         if stage == "fit":
             self._configure_optimizers()
         self._callback_metrics = {}
@@ -528,70 +497,6 @@ class Trainer:
         # reverse makes callbacks fire in the order the user listed them.
         for observer in reversed(ordered):
             pm.register_callback(observer, "logger" if isinstance(observer, Logger) else "callback")
-
-    def _collect_dataloaders(self, stage: str) -> None:
-        module, dm, explicit = self.module, self.datamodule, self._explicit_loaders
-        assert module is not None
-        process = self.strategy.process_dataloader
-        if stage == "fit":
-            train = data.resolve("train", explicit.get("train"), dm, module)
-            if train is None:
-                raise ValueError(
-                    f"No training data: pass train_dataloaders to fit(), a DataModule with train_dataloader(), "
-                    f"or implement {type(module).__name__}.train_dataloader()."
-                )
-            members = train.values() if isinstance(train, dict) else train if isinstance(train, (list, tuple)) else ()
-            if any(isinstance(x, torch.utils.data.DataLoader) for x in members):
-                raise ValueError("Several training dataloaders at once are not supported; combine them into one dataset or sampler.")
-            if self.overfit_batches:
-                train = data.sequential(train)
-            self._train_loader = process(train, "fit")
-            self.num_training_batches = data.limited(self._train_loader, self.limit_train_batches, "limit_train_batches")
-            has_val = getattr(type(module), "validation_step") is not Module.validation_step
-            val = data.resolve("val", explicit.get("val"), dm, module) if has_val else None
-            self._val_loaders = [process(v, "validate") for v in data.as_list(val)]
-            self.num_val_batches = [data.limited(v, self.limit_val_batches, "limit_val_batches") for v in self._val_loaders]
-            steps = self.num_sanity_val_steps
-            self.num_sanity_val_batches = [min(n, math.inf if steps == -1 else steps) for n in self.num_val_batches]
-            self._val_check_batch = self._compute_val_check_batch()
-        elif stage in ("validate", "test"):
-            kind = "val" if stage == "validate" else "test"
-            step_name = "validation_step" if stage == "validate" else "test_step"
-            if getattr(type(module), step_name) is getattr(Module, step_name):
-                raise NotImplementedError(f"trainer.{stage}() needs {type(module).__name__}.{step_name}(batch, batch_idx).")
-            loaders = data.resolve(kind, explicit.get(kind), dm, module)
-            if loaders is None:
-                raise ValueError(f"No {kind} data: pass dataloaders to trainer.{stage}(), a DataModule with {data._METHOD[kind]}(), or implement {type(module).__name__}.{data._METHOD[kind]}().")
-            limit = self.limit_val_batches if stage == "validate" else self.limit_test_batches
-            self._eval_loaders = [process(v, stage) for v in data.as_list(loaders)]
-            counts = [data.limited(v, limit, f"limit_{kind}_batches") for v in self._eval_loaders]
-            if stage == "validate":
-                self.num_val_batches = counts
-            else:
-                self.num_test_batches = counts
-        else:
-            loaders = data.resolve("predict", explicit.get("predict"), dm, module)
-            if loaders is None:
-                raise ValueError(f"No predict data: pass dataloaders to trainer.predict(), a DataModule with predict_dataloader(), or implement {type(module).__name__}.predict_dataloader().")
-            self._predict_loaders = [process(v, "predict") for v in data.as_list(loaders)]
-            self.num_predict_batches = [data.limited(v, self.limit_predict_batches, "limit_predict_batches") for v in self._predict_loaders]
-
-    def _compute_val_check_batch(self) -> float:
-        interval = self.val_check_interval
-        n = self.num_training_batches
-        if isinstance(interval, float) and not (isinstance(interval, bool)):
-            if not 0.0 < interval <= 1.0:
-                raise ValueError(f"val_check_interval={interval} as a float must be in (0, 1] (a fraction of the epoch); pass an int for a number of batches.")
-            if n == math.inf:
-                if interval != 1.0:
-                    raise ValueError("val_check_interval as a fraction needs a training dataloader with a length; pass an int.")
-                return math.inf
-            return max(1, int(n * interval))
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"val_check_interval={interval!r} must be a positive int (batches) or a float in (0, 1].")
-        if n != math.inf and interval > n:
-            raise ValueError(f"val_check_interval={interval} is more than the {int(n)} training batches per epoch; lower it or pass a fraction.")
-        return float(interval)
 
     def _configure_optimizers(self) -> None:
         module = self.module
@@ -630,7 +535,11 @@ class Trainer:
             "batches_done": self._batches_done,
             "epoch_complete": self._epoch_complete,
             "epoch_schedulers_stepped": self._epoch_schedulers_stepped,
-            "callback_metrics": {k: to_float(v) for k, v in self.callback_metrics.items() if isinstance(v, (int, float)) or getattr(v, "numel", lambda: 0)() == 1},
+            "callback_metrics": {
+                k: to_float(v)
+                for k, v in self.callback_metrics.items()
+                if isinstance(v, (int, float)) or getattr(v, "numel", lambda: 0)() == 1
+            },
         }
 
     def _resolve_ckpt_path(self, ckpt_path: str | None, stage: str) -> str | None:
@@ -643,13 +552,17 @@ class Trainer:
                 if path:
                     return path
             if ckpt_path == "last":
-                found = _newest_checkpoint([getattr(cb, "dirpath", None) for cb in self.checkpoint_callbacks] + [os.path.join(self.log_dir, "checkpoints")])
+                found = _newest_checkpoint(
+                    [getattr(cb, "dirpath", None) for cb in self.checkpoint_callbacks] + [os.path.join(self.log_dir, "checkpoints")]
+                )
                 if found:
                     return found
             if stage == "fit" and ckpt_path == "last":
                 warnings.warn("ckpt_path='last': no checkpoint found, so training starts from scratch.", stacklevel=4)
                 return None
-            raise ValueError(f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint is known (none of the checkpoint callbacks recorded one). Pass a file path.")
+            raise ValueError(
+                f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint is known (none of the checkpoint callbacks recorded one). Pass a file path."
+            )
         return os.fspath(ckpt_path)
 
     def _restore(self, checkpoint: dict[str, Any], path: str, full: bool) -> None:

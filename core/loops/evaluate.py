@@ -47,7 +47,7 @@ def run_evaluation(trainer: Trainer, stage: str, loaders: list[Any], limits: lis
                 fn(trainer, module)
             for fn in getattr(d, f"on_{prefix}_epoch_start"):
                 fn(trainer, module)
-            for dataloader_idx, (loader, limit) in enumerate(zip(loaders, limits)):
+            for dataloader_idx, (loader, limit) in enumerate(zip(loaders, limits, strict=False)):
                 if limit <= 0:
                     continue
                 results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
@@ -120,7 +120,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
                 fn(trainer, module)
             for fn in d.on_predict_epoch_start:
                 fn(trainer, module)
-            for dataloader_idx, (loader, limit) in enumerate(zip(trainer._predict_loaders, trainer.num_predict_batches)):
+            for dataloader_idx, (loader, limit) in enumerate(zip(trainer._predict_loaders, trainer.num_predict_batches, strict=False)):
                 predictions: list[Any] = []
                 all_predictions.append(predictions)
                 if limit <= 0:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -97,7 +98,9 @@ def _loss_of(output: Any) -> torch.Tensor | None:
         return output
     if isinstance(output, dict):
         if "loss" not in output:
-            raise ValueError(f"training_step returned a dict without a 'loss' key (keys: {', '.join(map(str, output))}). Add 'loss' or return the loss tensor.")
+            raise ValueError(
+                f"training_step returned a dict without a 'loss' key (keys: {', '.join(map(str, output))}). Add 'loss' or return the loss tensor."
+            )
         return output["loss"]
     raise TypeError(f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(output).__name__}.")
 

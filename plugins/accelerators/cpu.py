@@ -20,9 +20,7 @@ class CPUAccelerator:
             return [torch.device("cpu")]
         if isinstance(devices, int) and devices > 1:
             return [torch.device("cpu")] * devices
-        raise ValueError(
-            f"devices={devices!r} is not valid for the CPU accelerator: use an int (number of processes) or 'auto'."
-        )
+        raise ValueError(f"devices={devices!r} is not valid for the CPU accelerator: use an int (number of processes) or 'auto'.")
 
     def setup_device(self, device: torch.device) -> None:
         pass
