@@ -147,7 +147,7 @@ class LearningRateMonitor(Callback):
         for t in self._tracked:
             if t.interval != interval:
                 continue
-            for name, group in zip(t.names, t.optimizer.param_groups):
+            for name, group in zip(t.names, t.optimizer.param_groups, strict=False):
                 lr = float(group["lr"])
                 stats[name] = lr
                 self.lrs.setdefault(name, []).append(lr)

@@ -265,12 +265,7 @@ class ModelCheckpoint(Callback):
     # ------------------------------------------------------------------ decisions
     def _should_skip(self, trainer: Trainer) -> bool:
         fn, sanity = _state_stage(trainer)
-        return (
-            sanity
-            or fn != "fit"
-            or bool(getattr(trainer, "fast_dev_run", False))
-            or trainer.global_step == self._last_global_step_saved
-        )
+        return sanity or fn != "fit" or bool(getattr(trainer, "fast_dev_run", False)) or trainer.global_step == self._last_global_step_saved
 
     def _save_on_schedule(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         n = self._every_n_epochs
@@ -317,12 +312,16 @@ class ModelCheckpoint(Callback):
             if may_defer and not self._validation_ran and has_validation(trainer):
                 # A validation metric before the first validation: nothing to rank yet.
                 return
-            raise missing_metric_error(f"ModelCheckpoint(monitor={self.monitor!r})", self.monitor, getattr(trainer, "callback_metrics", {}) or {})
+            raise missing_metric_error(
+                f"ModelCheckpoint(monitor={self.monitor!r})", self.monitor, getattr(trainer, "callback_metrics", {}) or {}
+            )
         current = self._score(candidates[self.monitor])
         if self.check_monitor_top_k(trainer, current):
             self._update_best_and_save(trainer, current, candidates)
         elif self.verbose:
-            self._say(trainer, f"epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in the top {self.save_top_k}")
+            self._say(
+                trainer, f"epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} was not in the top {self.save_top_k}"
+            )
 
     def _update_best_and_save(self, trainer: Trainer, current: torch.Tensor, candidates: dict[str, Any]) -> None:
         k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k

@@ -90,7 +90,7 @@ def summarize(module: torch.nn.Module, max_depth: int = 1) -> str:
         right = {0, 3}
 
         def fmt(row: tuple[str, ...]) -> str:
-            cells = [cell.rjust(w) if c in right else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths))]
+            cells = [cell.rjust(w) if c in right else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths, strict=True))]
             return " | ".join(cells).rstrip()
 
         head = fmt(header)

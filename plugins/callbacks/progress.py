@@ -264,7 +264,9 @@ class ProgressBar(Callback):
         total = self._eval_total(trainer, "num_val_batches")
         self._eval = self._start_bar("validation", total, position=1 if in_fit else 0, leave=self.leave and not in_fit)
 
-    def on_validation_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         bar = self._eval
         if bar is None:
             return
@@ -290,7 +292,9 @@ class ProgressBar(Callback):
         self._close(self._eval)
         self._eval = self._start_bar("test", self._eval_total(trainer, "num_test_batches"), position=0, leave=self.leave)
 
-    def on_test_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         bar = self._eval
         if bar is None:
             return
@@ -306,7 +310,9 @@ class ProgressBar(Callback):
         self._close(self._eval)
         self._eval = self._start_bar("predict", self._eval_total(trainer, "num_predict_batches"), position=0, leave=self.leave)
 
-    def on_predict_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         bar = self._eval
         if bar is None:
             return

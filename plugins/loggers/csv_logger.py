@@ -181,8 +181,7 @@ class CSVLogger(Logger):
             return
         if not self._resumed:
             warnings.warn(
-                f"CSVLogger: {path} already exists; new rows are appended to it. "
-                "Pass version=None for a fresh directory.",
+                f"CSVLogger: {path} already exists; new rows are appended to it. Pass version=None for a fresh directory.",
                 UserWarning,
                 stacklevel=3,
             )

@@ -47,7 +47,9 @@ def test_epoch_scheduler_logged_at_epoch_start(tmp_path, make_trainer, regressor
         return [opt], [torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1)]
 
     logger = CSVLogger(tmp_path)
-    make_trainer(max_epochs=3, log_every_n_steps=1, logger=logger, callbacks=[LearningRateMonitor()]).fit(with_optim(regressor, configure)(), *loaders)
+    make_trainer(max_epochs=3, log_every_n_steps=1, logger=logger, callbacks=[LearningRateMonitor()]).fit(
+        with_optim(regressor, configure)(), *loaders
+    )
     rows = logged(logger, "lr-SGD")
     assert [s for s, _ in rows] == [0, 4, 8]
     assert [v for _, v in rows] == pytest.approx([0.1, 0.01, 0.001])
@@ -55,7 +57,9 @@ def test_epoch_scheduler_logged_at_epoch_start(tmp_path, make_trainer, regressor
 
 def test_forced_step_interval_without_scheduler(tmp_path, make_trainer, regressor, loaders):
     logger = CSVLogger(tmp_path)
-    make_trainer(max_epochs=1, log_every_n_steps=2, logger=logger, callbacks=[LearningRateMonitor(logging_interval="step")]).fit(regressor(lr=0.03), *loaders)
+    make_trainer(max_epochs=1, log_every_n_steps=2, logger=logger, callbacks=[LearningRateMonitor(logging_interval="step")]).fit(
+        regressor(lr=0.03), *loaders
+    )
     assert logged(logger, "lr-SGD") == [(0, 0.03), (2, 0.03)]
 
 

@@ -42,7 +42,10 @@ def test_default_keeps_the_latest_under_log_dir(tmp_path, make_trainer, regresso
 
 @pytest.mark.parametrize(
     ("mode", "kept", "best"),
-    [("min", ["epoch=1-score=0.20.ckpt", "epoch=3-score=0.10.ckpt"], "epoch=3-score=0.10.ckpt"), ("max", ["epoch=0-score=0.50.ckpt", "epoch=2-score=0.90.ckpt"], "epoch=2-score=0.90.ckpt")],
+    [
+        ("min", ["epoch=1-score=0.20.ckpt", "epoch=3-score=0.10.ckpt"], "epoch=3-score=0.10.ckpt"),
+        ("max", ["epoch=0-score=0.50.ckpt", "epoch=2-score=0.90.ckpt"], "epoch=2-score=0.90.ckpt"),
+    ],
 )
 def test_top_k_by_monitored_metric(tmp_path, make_trainer, regressor, loaders, mode, kept, best):
     cb = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}-{score:.2f}", monitor="score", mode=mode, save_top_k=2)
@@ -60,7 +63,9 @@ def test_top_k_by_monitored_metric(tmp_path, make_trainer, regressor, loaders, m
     for name in kept:
         ckpt = load(tmp_path / "ck" / name)
         assert ckpt["epoch"] == int(name.split("-")[0].split("=")[1])
-        assert ckpt["callbacks"][cb.state_key]["best_model_path"] in {os.path.join(str(tmp_path / "ck"), n) for n in kept} | {cb.best_model_path}
+        assert ckpt["callbacks"][cb.state_key]["best_model_path"] in {os.path.join(str(tmp_path / "ck"), n) for n in kept} | {
+            cb.best_model_path
+        }
 
 
 def test_keep_all_keep_none_and_last(tmp_path, make_trainer, regressor, loaders):
@@ -259,7 +264,6 @@ def test_load_state_dict_round_trip(tmp_path):
     other = ModelCheckpoint(dirpath=tmp_path, monitor="m")
     other.load_state_dict(state)
     assert other.state_dict() == state
-
 
 
 @pytest.mark.parametrize("restore_first", [True, False], ids=["restore-then-setup", "setup-then-restore"])

@@ -213,7 +213,15 @@ def test_fit_writes_metrics_and_hparams(tmp_path, make_trainer, regressor, loade
 def test_default_logger_is_csv_under_default_root_dir(tmp_path, regressor, loaders):
     from ember import Trainer
 
-    trainer = Trainer(default_root_dir=tmp_path, max_epochs=1, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=1)
+    trainer = Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
     assert isinstance(trainer.logger, CSVLogger)
     trainer.fit(regressor(), *loaders)
     path = os.path.join(str(tmp_path), "ember_logs", "version_0", "metrics.csv")
@@ -227,11 +235,15 @@ def test_resumed_fit_continues_in_the_same_version(tmp_path, make_trainer, regre
     from ember.plugins.callbacks import ModelCheckpoint
 
     first = CSVLogger(save_dir=tmp_path)
-    make_trainer(max_epochs=2, logger=first, log_every_n_steps=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)]).fit(regressor(), *loaders)
+    make_trainer(max_epochs=2, logger=first, log_every_n_steps=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)]).fit(
+        regressor(), *loaders
+    )
     assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["callbacks"][first.state_key] == {"version": 0}
 
     second = CSVLogger(save_dir=tmp_path)
-    trainer = make_trainer(max_epochs=4, logger=second, log_every_n_steps=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)])
+    trainer = make_trainer(
+        max_epochs=4, logger=second, log_every_n_steps=4, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)]
+    )
     trainer.fit(regressor(), *loaders, ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
     assert second.version == 0 and trainer.log_dir == first.log_dir
     assert sorted(os.listdir(tmp_path / "ember_logs")) == ["version_0"], "no new version directory"
