@@ -221,9 +221,14 @@ class Results:
         return out
 
     def live_metrics(self) -> dict[str, Any]:
-        """Latest values, as callbacks see them during the loop."""
+        """Latest values, as callbacks see them during the loop: step values,
+        and the epoch aggregates so far (computed here, on request only)."""
         out: dict[str, Any] = dict(self.epoch_values)
         for entry in self.entries.values():
+            if entry.on_epoch and entry.name not in self.epoch_values:
+                value = entry.epoch_value(None)
+                if value is not None:
+                    out[entry.name + "_epoch" if entry.on_step else entry.name] = value
             if entry.on_step and entry.last is not None:
                 out[entry.name] = entry.last
                 if entry.on_epoch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -131,19 +132,32 @@ def _train_epoch(trainer: Trainer) -> None:
     max_steps = trainer.max_steps
     max_time = trainer.max_time
     to_device = strategy.batch_to_device
-    batch_idx = -1
+    # Fetch a batch only when it is about to be used (a lookahead only when the
+    # loader's length is unknown): a dataset whose __getitem__ draws random
+    # numbers then draws them in the same order relative to the steps
+    # whatever the loop does around them, which exact resume relies on.
+    known_length = limit != math.inf
     iterator = iter(loader)
-    pending = _next(iterator)
-    index = 0
-    while pending is not _END and index < skip:  # resume inside the epoch
-        pending = _next(iterator)
-        index += 1
-    batch_idx = index - 1
-    while pending is not _END and batch_idx + 1 < limit:
+    for _ in range(skip):  # resume inside the epoch
+        if _next(iterator) is _END:
+            break
+    batch_idx = skip - 1
+    pending = _END if known_length else _next(iterator)
+    exhausted_early = False
+    while batch_idx + 1 < limit:
+        if known_length:
+            batch = _next(iterator)
+            if batch is _END:
+                exhausted_early = batch_idx >= 0
+                break
+            is_last = batch_idx + 2 >= limit
+        else:
+            batch = pending
+            if batch is _END:
+                break
+            pending = _next(iterator)
+            is_last = pending is _END
         batch_idx += 1
-        batch = pending
-        pending = _next(iterator) if batch_idx + 1 < limit else _END
-        is_last = pending is _END
         batch = to_device(batch)
         results.new_batch(batch)
         if batch_start:
@@ -179,6 +193,10 @@ def _train_epoch(trainer: Trainer) -> None:
             _validate_in_fit(trainer, results)
         if stopping:
             break
+    if exhausted_early and val_enabled:
+        # The loader yielded fewer batches than len() promised, so the last one
+        # was not known to be last: validate now, as the epoch's end requires.
+        _validate_in_fit(trainer, results)
     if batch_idx < 0 and limit > 0 and skip == 0:
         warnings.warn("The training dataloader produced no batches this epoch.", stacklevel=2)
     trainer._epoch_complete = True
