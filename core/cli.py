@@ -21,8 +21,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ember._version import __version__
 
@@ -83,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def config_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="PATH", help="stack file (default: ember.toml, else pyproject.toml with [tool.ember], searched upwards from the current directory)")
+        p.add_argument(
+            "--config",
+            metavar="PATH",
+            help="stack file (default: ember.toml, else pyproject.toml with [tool.ember], searched upwards from the current directory)",
+        )
 
     helps = {
         "fit": "train the stack's model",
@@ -97,7 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--ckpt_path", metavar="PATH", help="checkpoint to start from ('best' and 'last' name the checkpoint callback's)")
         if name == "predict":
             p.add_argument("--output", metavar="PATH", help="save the list of predictions here with torch.save")
-    p = sub.add_parser("config", help="show the resolved stack and where each value came from", description=f"Show the resolved stack. {_OVERRIDE_HELP}", allow_abbrev=False)
+    p = sub.add_parser(
+        "config",
+        help="show the resolved stack and where each value came from",
+        description=f"Show the resolved stack. {_OVERRIDE_HELP}",
+        allow_abbrev=False,
+    )
     config_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("plugins", help="list plugins: hooks, roles, failures", allow_abbrev=False)
@@ -252,7 +262,7 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> int:
         print("# no stack file found (ember.toml, or pyproject.toml with [tool.ember]); defaults and overrides only")
     texts = [f"{k} = {format_value(v)}" for k, v, _ in rows]
     width = min(max((len(t) for t in texts), default=0), 60)
-    for text, (_, _, origin) in zip(texts, rows):
+    for text, (_, _, origin) in zip(texts, rows, strict=True):
         print(f"{text:<{width}}  # {origin}")
     return 0
 
@@ -291,7 +301,9 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
             try:
                 pm.register(importlib.import_module(modname), modname, PluginSource("builtin", "ember", __version__, modname))
             except Exception as exc:
-                pm.failures.append(PluginFailure(modname, "ember", __version__, modname, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+                pm.failures.append(
+                    PluginFailure(modname, "ember", __version__, modname, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                )
     try:
         pm.load_entrypoints(settings)
     except Exception as exc:  # pragma: no cover - load_entrypoints records failures itself
@@ -326,8 +338,7 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
             }
         )
     failures = [
-        {"name": f.name, "distribution": f.distribution, "version": f.version, "target": f.target, "error": f.error}
-        for f in pm.failures
+        {"name": f.name, "distribution": f.distribution, "version": f.version, "target": f.target, "error": f.error} for f in pm.failures
     ]
     failed_names = {f.name for f in pm.failures}
     for f in failures:
@@ -343,7 +354,18 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
         if name in loaded:
             continue
         kind = "builtin" if name in BUILTIN_PLUGINS else "entrypoint"
-        plugins.append({"name": name, "kind": kind, "distribution": "ember" if kind == "builtin" else "", "version": __version__ if kind == "builtin" else "", "target": name, "status": "disabled", "hooks": [], "roles": []})
+        plugins.append(
+            {
+                "name": name,
+                "kind": kind,
+                "distribution": "ember" if kind == "builtin" else "",
+                "version": __version__ if kind == "builtin" else "",
+                "target": name,
+                "status": "disabled",
+                "hooks": [],
+                "roles": [],
+            }
+        )
         loaded.add(name)
     allow = set(settings.allow)
     try:
@@ -360,8 +382,24 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
         if ep.name in loaded or ep.name in failed_names:
             continue
         names = {ep.name, dist_name}
-        why = "not in the allow-list (EMBER_PLUGINS / plugins.enable)" if allow and not names & allow else "autoload is off (EMBER_DISABLE_PLUGIN_AUTOLOAD / plugins.autoload)"
-        plugins.append({"name": ep.name, "kind": "entrypoint", "distribution": dist_name, "version": version, "target": ep.value, "status": "not loaded", "reason": why, "hooks": [], "roles": []})
+        why = (
+            "not in the allow-list (EMBER_PLUGINS / plugins.enable)"
+            if allow and not names & allow
+            else "autoload is off (EMBER_DISABLE_PLUGIN_AUTOLOAD / plugins.autoload)"
+        )
+        plugins.append(
+            {
+                "name": ep.name,
+                "kind": "entrypoint",
+                "distribution": dist_name,
+                "version": version,
+                "target": ep.value,
+                "status": "not loaded",
+                "reason": why,
+                "hooks": [],
+                "roles": [],
+            }
+        )
         loaded.add(ep.name)
     return {
         "ember_version": __version__,
@@ -387,9 +425,9 @@ def _plugins(args: argparse.Namespace) -> int:
     table = [(p["name"], p["kind"], p["distribution"] or "-", p["version"] or "-", p["status"]) for p in plugins]
     widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h) for i, h in enumerate(headers)]
     print()
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
-    for p, row in zip(plugins, table):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for p, row in zip(plugins, table, strict=True):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if p["hooks"]:
             print(f"    hooks: {', '.join(p['hooks'])}")
         if p["roles"]:
@@ -405,10 +443,15 @@ def _plugins(args: argparse.Namespace) -> int:
     print(", ".join(f"{n} {status}" for status, n in counts.items()))
     for f in report["failures"]:
         if f["distribution"] == "ember":
-            advice = f"This is a bug in ember or a broken install; set EMBER_DISABLE_PLUGINS={f['name'].rsplit('.', 1)[-1]} to run without it."
+            advice = (
+                f"This is a bug in ember or a broken install; set EMBER_DISABLE_PLUGINS={f['name'].rsplit('.', 1)[-1]} to run without it."
+            )
         else:
             advice = f"Fix or uninstall it (pip uninstall {f['distribution']}), or set EMBER_DISABLE_PLUGINS={f['name']}."
-        print(f"failed: {f['name']} from {f['distribution']} {f['version']} ({f['target']}): {f['error'].rstrip('.')}. {advice}", file=sys.stderr)
+        print(
+            f"failed: {f['name']} from {f['distribution']} {f['version']} ({f['target']}): {f['error'].rstrip('.')}. {advice}",
+            file=sys.stderr,
+        )
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)
     return 0

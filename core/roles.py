@@ -60,7 +60,7 @@ class RoleRegistry:
         self._entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
         self._current_plugin = "<unknown>"
 
-    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
+    def add(self, kind: str, name: str, factory: Callable[..., Any], /) -> None:
         """Offer ``factory`` under ``name`` for role ``kind``."""
         if kind not in self._entries:
             raise ValueError(f"Unknown role kind {kind!r}; expected one of {', '.join(KINDS)}.{did_you_mean(kind, KINDS)}")
@@ -83,7 +83,7 @@ class RoleRegistry:
                 "run `ember plugins` to see what is installed."
             ) from None
 
-    def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    def create(self, kind: str, name: str, /, *args: Any, **kwargs: Any) -> Any:
         return self.entry(kind, name).factory(*args, **kwargs)
 
     @contextlib.contextmanager

@@ -37,9 +37,10 @@ import inspect
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,6 +81,7 @@ RESERVED_TRAINER_ARGS: dict[str, str] = {
     "disable_plugins": "plugins.disable",
     "autoload_plugins": "plugins.autoload",
 }
+
 
 class StackError(Exception):
     """The stack file, an override or something it names is wrong. The message
@@ -407,7 +409,8 @@ def trainer_defaults(trainer_cls: Any = None) -> dict[str, Any]:
     return {
         name: (None if p.default is inspect.Parameter.empty else p.default)
         for name, p in params.items()
-        if name not in RESERVED_TRAINER_ARGS and name != "logger"
+        if name not in RESERVED_TRAINER_ARGS
+        and name != "logger"
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     }
 
@@ -501,7 +504,9 @@ def parse_overrides(args: Iterable[str]) -> list[Override]:
     while i < len(tokens):
         token = tokens[i]
         if not token.startswith("--") or token == "--":
-            raise StackError(f"command line: unexpected argument {token!r}; overrides look like --trainer.max_epochs 3 or --model.init_args.lr=0.1.")
+            raise StackError(
+                f"command line: unexpected argument {token!r}; overrides look like --trainer.max_epochs 3 or --model.init_args.lr=0.1."
+            )
         body = token[2:]
         if "=" in body:
             key, value = body.split("=", 1)
@@ -608,10 +613,14 @@ class _Raw:
                 self.apply(Override((*path, k), v, ov.origin, ov.where))
             return
         if isinstance(path[0], int) or path[0] not in TOP_KEYS:
-            raise StackError(f"{where}: unknown section {str(path[0])!r}; expected one of {', '.join(TOP_KEYS)}.{_hint('', str(path[0]), TOP_KEYS)}")
+            raise StackError(
+                f"{where}: unknown section {str(path[0])!r}; expected one of {', '.join(TOP_KEYS)}.{_hint('', str(path[0]), TOP_KEYS)}"
+            )
         for i, seg in enumerate(path):
             if isinstance(seg, int) and not (i == 1 and path[0] in LIST_SECTIONS):
-                raise StackError(f"{where}: an index ({seg}) is only valid right after callbacks or loggers, as in callbacks.0.init_args.monitor.")
+                raise StackError(
+                    f"{where}: an index ({seg}) is only valid right after callbacks or loggers, as in callbacks.0.init_args.monitor."
+                )
         node: Any = self.data
         for i, seg in enumerate(path[:-1]):
             nxt = path[i + 1]
@@ -622,7 +631,9 @@ class _Raw:
                 if seg == len(node):
                     node.append({})
                 elif seg > len(node):
-                    raise StackError(f"{where}: there are {len(node)} {path[0]} entries; use an index up to {len(node)} ({len(node)} appends one).")
+                    raise StackError(
+                        f"{where}: there are {len(node)} {path[0]} entries; use an index up to {len(node)} ({len(node)} appends one)."
+                    )
                 node = node[seg]
                 if not isinstance(node, dict):
                     raise StackError(f"{where}: {here} is {_type_name(node)}, not a table.")
@@ -669,7 +680,9 @@ class _Checker:
         for key in value:
             if key not in keys:
                 prefix = format_key(path) + "." if path else ""
-                raise self.fail((*path, key), f"unknown key; {format_key(path) or 'the stack'} takes {', '.join(keys)}.{_hint(prefix, key, keys)}")
+                raise self.fail(
+                    (*path, key), f"unknown key; {format_key(path) or 'the stack'} takes {', '.join(keys)}.{_hint(prefix, key, keys)}"
+                )
         return value
 
     def string(self, path: tuple[str | int, ...], value: Any) -> str:
@@ -701,10 +714,14 @@ class _Checker:
         table = self.table(path, value, CLASS_KEYS, "with class_path and init_args")
         if "class_path" not in table:
             raise self.fail(path, "missing class_path ('module.path:ClassName').")
-        return Component(format_key(path), class_path=self.class_path((*path, "class_path"), table["class_path"]), init_args=self.init_args((*path, "init_args"), table.get("init_args", {})))
+        return Component(
+            format_key(path),
+            class_path=self.class_path((*path, "class_path"), table["class_path"]),
+            init_args=self.init_args((*path, "init_args"), table.get("init_args", {})),
+        )
 
     def role(self, path: tuple[str | int, ...], value: Any, kind: str) -> Component:
-        table = self.table(path, value, ROLE_KEYS, f"with name or class_path, and init_args")
+        table = self.table(path, value, ROLE_KEYS, "with name or class_path, and init_args")
         has_name, has_cp = "name" in table, "class_path" in table
         if has_name == has_cp:
             problem = "has both name and class_path" if has_name else "needs a name (a registered " + kind + ") or a class_path"
@@ -751,7 +768,9 @@ class _Checker:
                 continue
             entries = data[section]
             if isinstance(entries, dict):  # [callbacks] written instead of [[callbacks]]
-                raise self.fail((section,), f"expected an array of tables ([[{section}]], one per {kind}), got a single table; write [[{section}]].")
+                raise self.fail(
+                    (section,), f"expected an array of tables ([[{section}]], one per {kind}), got a single table; write [[{section}]]."
+                )
             if not isinstance(entries, list):
                 raise self.fail((section,), f"expected an array of tables ([[{section}]]), got {_show(entries)}.")
             setattr(stack, section, [self.role((section, i), e, kind) for i, e in enumerate(entries)])
@@ -763,12 +782,19 @@ class _Checker:
     def trainer_args(self, stack: Stack, trainer_cls: Any) -> None:
         params = _trainer_parameters(trainer_cls)
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        names = [n for n, p in params.items() if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY) and n not in RESERVED_TRAINER_ARGS]
+        names = [
+            n
+            for n, p in params.items()
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY) and n not in RESERVED_TRAINER_ARGS
+        ]
         for key, value in stack.trainer.items():
             if key not in params:
                 if takes_any:
                     continue
-                raise self.fail(("trainer", key), f"not an ember.Trainer argument.{_hint('trainer.', key, names)} The arguments are: {', '.join(sorted(names))}.")
+                raise self.fail(
+                    ("trainer", key),
+                    f"not an ember.Trainer argument.{_hint('trainer.', key, names)} The arguments are: {', '.join(sorted(names))}.",
+                )
             annotation = _annotation_text(params[key].annotation)
             if key == "logger" and not isinstance(value, bool):
                 raise self.fail(("trainer", key), f"expected true or false here (configure loggers with [[loggers]]), got {_show(value)}.")
@@ -795,11 +821,17 @@ class _Checker:
                 if annotation and _accepts(annotation, value) is False:
                     raise self.fail((*path, key), f"{what} expects {annotation} for {key!r}, got {_show(value)}.")
         missing = [
-            n for n, p in params.items()
-            if p.default is inspect.Parameter.empty and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY) and n not in kwargs
+            n
+            for n, p in params.items()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            and n not in kwargs
         ]
         if missing:
-            raise self.fail(path, f"{what} requires {', '.join(repr(m) for m in missing)}; add {'them' if len(missing) > 1 else 'it'} to {format_key(path)}.")
+            raise self.fail(
+                path,
+                f"{what} requires {', '.join(repr(m) for m in missing)}; add {'them' if len(missing) > 1 else 'it'} to {format_key(path)}.",
+            )
 
 
 def _ensure_on_path(directory: Path | None) -> None:
@@ -841,7 +873,9 @@ def import_class_path(class_path: str, where: str = "class_path") -> Any:
             public = [n for n in dir(obj) if not n.startswith("_")]
             match = closest(part, public)
             hint = f" Did you mean {modname}:{match}?" if match and obj is module else (f" Did you mean {match!r}?" if match else "")
-            raise StackError(f"{where}: cannot import {class_path!r}: {getattr(obj, '__name__', modname)!s} has no attribute {part!r}.{hint}")
+            raise StackError(
+                f"{where}: cannot import {class_path!r}: {getattr(obj, '__name__', modname)!s} has no attribute {part!r}.{hint}"
+            )
         obj = getattr(obj, part)
     return obj
 
@@ -890,8 +924,12 @@ def load_stack(
         stack.provenance.setdefault(key, DEFAULT)
     stack._raw = raw
     if require_model and stack.model is None:
-        where = f"{label}" if label else f"no stack file (looked for ember.toml or a pyproject.toml with [tool.ember] in {cwd} and its parents)"
-        raise StackError(f"{where}: model: no [model] configured; add a [model] table with class_path (and init_args), or pass --model.class_path module:ClassName.")
+        where = (
+            f"{label}" if label else f"no stack file (looked for ember.toml or a pyproject.toml with [tool.ember] in {cwd} and its parents)"
+        )
+        raise StackError(
+            f"{where}: model: no [model] configured; add a [model] table with class_path (and init_args), or pass --model.class_path module:ClassName."
+        )
     if check:
         check_stack(stack, registry=registry, trainer_cls=trainer_cls, environ=environ)
     return stack

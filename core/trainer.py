@@ -182,6 +182,7 @@ class Trainer:
         self._callback_metrics: dict[str, Any] = {}
         self._train_results: Results | None = None
         self._eval_results: Results | None = None
+        self._last_eval_progress: dict[str, Any] = {}
         self._dispatch: Any = None
         self._env_ready = False
         self._batches_done = 0
@@ -303,7 +304,7 @@ class Trainer:
     def progress_bar_metrics(self) -> dict[str, float]:
         """``prog_bar=True`` metrics as floats. Converting synchronises with the
         device, so read this only when displaying."""
-        merged: dict[str, Any] = {}
+        merged: dict[str, Any] = dict(self._last_eval_progress)
         for results in (self._train_results, self._eval_results):
             if results is not None:
                 merged.update(results.progress_bar_metrics())
@@ -328,6 +329,11 @@ class Trainer:
         self.logged_metrics.update(floats)
         for fn in self._dispatch.on_log_metrics if self._dispatch is not None else ():
             fn(self, floats, step)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        from ember.loops.optimization import backward
+
+        backward(self, loss)
 
     def _log_step_metrics(self) -> None:
         values = self._train_results.step_values()  # type: ignore[union-attr]
@@ -479,6 +485,7 @@ class Trainer:
         self._callback_metrics = {}
         self._train_results = None
         self._eval_results = None
+        self._last_eval_progress = {}
         if checkpoint is not None:
             self._restore(checkpoint, path, full=stage == "fit")  # type: ignore[arg-type]
         if stage != "predict" and self.is_global_zero and self.loggers:

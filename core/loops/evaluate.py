@@ -67,6 +67,7 @@ def run_evaluation(trainer: Trainer, stage: str, loaders: list[Any], limits: lis
                 fn(trainer, module)
             callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
             if not sanity:
+                trainer._last_eval_progress = results.progress_bar_metrics()
                 trainer._callback_metrics.update(callback_values)
                 if logged:
                     trainer.log_metrics({**logged, "epoch": trainer.current_epoch})

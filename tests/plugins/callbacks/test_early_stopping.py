@@ -97,11 +97,6 @@ def test_without_validation_checks_at_train_epoch_end(make_trainer, train_only, 
     assert (es.stopped_epoch, es.stopping_reason) == (0, DIVERGENCE_THRESHOLD) and epochs_run(trainer) == 1
 
 
-@pytest.mark.xfail(
-    reason="kernel: core/loops/fit.py fires on_train_epoch_end before finalize_epoch(), so epoch-level training "
-    "metrics are not in trainer.callback_metrics yet, although ember.hookspecs.on_train_epoch_end promises they are",
-    strict=False,
-)
 def test_epoch_level_train_metric(make_trainer, train_only, loaders):
     es = EarlyStopping(monitor="train_score", patience=1)
     trainer = make_trainer(max_epochs=6, callbacks=[es])

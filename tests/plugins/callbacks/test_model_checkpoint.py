@@ -116,14 +116,6 @@ def test_no_validation_saves_at_train_epoch_end(tmp_path, make_trainer, train_on
     assert ckpts(tmp_path)[0] in {"epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"}
 
 
-KERNEL_EPOCH_METRICS = pytest.mark.xfail(
-    reason="kernel: core/loops/fit.py fires on_train_epoch_end before finalize_epoch(), so epoch-level training "
-    "metrics are not in trainer.callback_metrics yet, although ember.hookspecs.on_train_epoch_end promises they are",
-    strict=False,
-)
-
-
-@KERNEL_EPOCH_METRICS
 def test_no_validation_ranks_on_epoch_level_train_metric(tmp_path, make_trainer, train_only, loaders):
     cb = ModelCheckpoint(dirpath=tmp_path, monitor="train_score", mode="max", save_top_k=1, filename="{epoch}-{train_score:.1f}")
     make_trainer(max_epochs=4, callbacks=[cb]).fit(train_only(train_scores=[0.1, 0.7, 0.3, 0.2]), loaders[0])

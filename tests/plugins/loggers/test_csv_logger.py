@@ -167,8 +167,8 @@ def test_registered_as_csv_logger(tmp_path):
 
     pm = PluginManager()
     pm.load_builtins()
-    # positional: RoleRegistry.create(kind, name, ...) takes `name` itself
-    logger = pm.build_registry().create("logger", "csv", tmp_path, "n")
+    # kind and name are positional-only, so the factory's own `name` gets through
+    logger = pm.build_registry().create("logger", "csv", save_dir=tmp_path, name="n")
     assert isinstance(logger, CSVLogger) and logger.name == "n"
 
 
