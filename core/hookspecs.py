@@ -287,14 +287,24 @@ def on_test_epoch_end(trainer: Trainer, module: Module) -> None:
 
 @hookspec
 def on_test_batch_start(trainer: Trainer, module: Module, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
-    """**Per-step.** Fires before ``test_step``; arguments as for
-    ``on_validation_batch_start``."""
+    """**Per-step.** Fires before ``test_step``.
+
+    :param batch: the batch, on the module's device.
+    :param batch_idx: index of the batch within its dataloader.
+    :param dataloader_idx: which test dataloader it came from. An
+        implementation that does not declare this parameter does not get it.
+    """
 
 
 @hookspec
 def on_test_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
-    """**Per-step.** Fires after ``test_step``; arguments as for
-    ``on_validation_batch_end``."""
+    """**Per-step.** Fires after ``test_step``.
+
+    :param outputs: what ``test_step`` returned.
+    :param batch: the batch.
+    :param batch_idx: index of the batch within its dataloader.
+    :param dataloader_idx: which test dataloader it came from.
+    """
 
 
 @hookspec
@@ -321,8 +331,13 @@ def on_predict_epoch_end(trainer: Trainer, module: Module) -> None:
 
 @hookspec
 def on_predict_batch_start(trainer: Trainer, module: Module, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
-    """**Per-step.** Fires before ``predict_step``; arguments as for
-    ``on_validation_batch_start``."""
+    """**Per-step.** Fires before ``predict_step``.
+
+    :param batch: the batch, on the module's device.
+    :param batch_idx: index of the batch within its dataloader.
+    :param dataloader_idx: which predict dataloader it came from. An
+        implementation that does not declare this parameter does not get it.
+    """
 
 
 @hookspec
@@ -330,6 +345,9 @@ def on_predict_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: 
     """**Per-step.** Fires after ``predict_step``.
 
     :param outputs: the prediction ``predict_step`` returned.
+    :param batch: the batch.
+    :param batch_idx: index of the batch within its dataloader.
+    :param dataloader_idx: which predict dataloader it came from.
     """
 
 
