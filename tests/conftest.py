@@ -33,8 +33,17 @@ def ember_dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # build from a copy: pip leaves build/ and *.egg-info next to the sources
     shutil.copytree(DISTS_SOURCE, sources, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     cmd = [
-        sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-        "--disable-pip-version-check", "--quiet", "--target", str(target),
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--target",
+        str(target),
         *(str(sources / name) for name in DIST_NAMES),
     ]
     try:

@@ -14,7 +14,7 @@ import pytest
 
 HEAVY = ("torch", "tensorboard", "wandb", "deepspeed")
 
-TINY = '''
+TINY = """
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -64,7 +64,7 @@ class TinyData(ember.DataModule):
         return DataLoader(self.ds, batch_size=self.batch_size)
 
     val_dataloader = test_dataloader = predict_dataloader = train_dataloader
-'''
+"""
 
 STACK = """
 seed_everything = 1
@@ -87,7 +87,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def ember(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ember.cli", *args], cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ember.cli", *args], cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -141,7 +143,14 @@ def test_console_script_help_importtime(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / ("ember.exe" if os.name == "nt" else "ember")
     if not script.exists():
         pytest.skip("the ember console script is not installed in this environment")
-    proc = subprocess.run([sys.executable, "-X", "importtime", str(script), "--help"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(script), "--help"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "ember.cli" in imported
@@ -221,19 +230,49 @@ def test_config_in_pyproject_and_explicit_config(project: Path) -> None:
 @pytest.mark.parametrize(
     "stack, args, env, parts",
     [
-        ("[trainer]\nmax_epoch = 3\n", [], {}, ["ember.toml: trainer.max_epoch: not an ember.Trainer argument", "Did you mean 'trainer.max_epochs'?"]),
+        (
+            "[trainer]\nmax_epoch = 3\n",
+            [],
+            {},
+            ["ember.toml: trainer.max_epoch: not an ember.Trainer argument", "Did you mean 'trainer.max_epochs'?"],
+        ),
         ("[trainer]\nmax_epochs = 'x'\n", [], {}, ["ember.toml: trainer.max_epochs: expected int | None, got a string"]),
         ("[trainr]\nmax_epochs = 3\n", [], {}, ["ember.toml: trainr: unknown key", "Did you mean 'trainer'?"]),
-        ("[model]\nclass_path = 'tinymodel:Tinny'\n", [], {}, ["ember.toml: model.class_path = 'tinymodel:Tinny': cannot import", "Did you mean tinymodel:Tiny?"]),
-        ("[model]\nclass_path = 'tinymodl:Tiny'\n", [], {}, ["ember.toml: model.class_path = 'tinymodl:Tiny'", "no module named 'tinymodl'"]),
-        ("[model]\nclass_path = 'tinymodel:Tiny'\ninit_args = { lrr = 1 }\n", [], {}, ["ember.toml: model.init_args.lrr: tinymodel:Tiny takes no argument 'lrr'", "Did you mean 'model.init_args.lr'?"]),
-        ("[[callbacks]]\nname = 'model_chekpoint'\n", [], {}, ["ember.toml: callbacks[0].name: no callback named 'model_chekpoint'", "Did you mean 'model_checkpoint'?"]),
+        (
+            "[model]\nclass_path = 'tinymodel:Tinny'\n",
+            [],
+            {},
+            ["ember.toml: model.class_path = 'tinymodel:Tinny': cannot import", "Did you mean tinymodel:Tiny?"],
+        ),
+        (
+            "[model]\nclass_path = 'tinymodl:Tiny'\n",
+            [],
+            {},
+            ["ember.toml: model.class_path = 'tinymodl:Tiny'", "no module named 'tinymodl'"],
+        ),
+        (
+            "[model]\nclass_path = 'tinymodel:Tiny'\ninit_args = { lrr = 1 }\n",
+            [],
+            {},
+            ["ember.toml: model.init_args.lrr: tinymodel:Tiny takes no argument 'lrr'", "Did you mean 'model.init_args.lr'?"],
+        ),
+        (
+            "[[callbacks]]\nname = 'model_chekpoint'\n",
+            [],
+            {},
+            ["ember.toml: callbacks[0].name: no callback named 'model_chekpoint'", "Did you mean 'model_checkpoint'?"],
+        ),
         ("[[loggers]]\nname = 'cvs'\n", [], {}, ["ember.toml: loggers[0].name: no logger named 'cvs'", "Did you mean 'csv'?"]),
         ("[trainer\n", [], {}, ["ember.toml: not valid TOML"]),
         ("", ["--trainer.max_epoch", "3"], {}, ["command line: trainer.max_epoch: not an ember.Trainer argument"]),
         ("", ["--trainer.max_epochs"], {}, ["command line (--trainer.max_epochs): needs a value"]),
         ("", [], {"EMBER_TRAINER__MAX_EPOCH": "3"}, ["environment (EMBER_TRAINER__MAX_EPOCH): trainer.max_epoch"]),
-        ("", [], {"EMBER_MODLE__CLASS_PATH": "x:Y"}, ["environment (EMBER_MODLE__CLASS_PATH): modle.class_path: unknown section 'modle'", "Did you mean 'model'?"]),
+        (
+            "",
+            [],
+            {"EMBER_MODLE__CLASS_PATH": "x:Y"},
+            ["environment (EMBER_MODLE__CLASS_PATH): modle.class_path: unknown section 'modle'", "Did you mean 'model'?"],
+        ),
         ("", ["--config", "missing.toml"], {}, ["--config missing.toml", "does not exist"]),
     ],
 )
@@ -370,9 +409,18 @@ def test_plugins_json(tmp_path: Path, dists_env: dict[str, str]) -> None:
     report = json.loads(proc.stdout)
     plugins = {p["name"]: p for p in report["plugins"]}
     dummy = plugins["dummy"]
-    assert (dummy["kind"], dummy["distribution"], dummy["version"], dummy["status"]) == ("entrypoint", "ember-dummy-plugin", "0.3.1", "loaded")
+    assert (dummy["kind"], dummy["distribution"], dummy["version"], dummy["status"]) == (
+        "entrypoint",
+        "ember-dummy-plugin",
+        "0.3.1",
+        "loaded",
+    )
     assert dummy["hooks"] == ["on_fit_start", "register_roles"]
-    assert {(r["kind"], r["name"]) for r in dummy["roles"]} == {("callback", "dummy_callback"), ("logger", "dummy_logger"), ("strategy", "dummy_strategy")}
+    assert {(r["kind"], r["name"]) for r in dummy["roles"]} == {
+        ("callback", "dummy_callback"),
+        ("logger", "dummy_logger"),
+        ("strategy", "dummy_strategy"),
+    }
     failures = {f["name"]: f for f in report["failures"]}
     assert failures["broken"]["distribution"] == "ember-broken-plugin" and failures["broken"]["version"] == "1.2.0"
     assert "on_train_batch_end" in failures["typo"]["error"]

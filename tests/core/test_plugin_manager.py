@@ -48,7 +48,12 @@ def test_entry_points_are_discovered(with_dists: Path) -> None:
     pm = default_plugin_manager(settings())
     assert external_loaded(pm) == {"dummy"}
     source = pm.sources["dummy"]
-    assert (source.kind, source.distribution, source.version, source.target) == ("entrypoint", "ember-dummy-plugin", "0.3.1", "ember_dummy_plugin")
+    assert (source.kind, source.distribution, source.version, source.target) == (
+        "entrypoint",
+        "ember-dummy-plugin",
+        "0.3.1",
+        "ember_dummy_plugin",
+    )
     assert pm.hooks_of("dummy") == ["on_fit_start", "register_roles"]
     assert {f.name for f in pm.failures} == {"broken", "typo"}
 
@@ -197,9 +202,10 @@ def _tiny() -> tuple[Any, Any]:
 
 @needs_trainer
 def test_dummy_strategy_callback_and_logger_in_a_real_fit(with_dists: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ember
     import ember_dummy_plugin
     from ember_dummy_plugin.strategy import DummyStrategy
+
+    import ember
 
     monkeypatch.setenv("EMBER_PLUGINS", "dummy")
     registry = default_plugin_manager(AutoloadSettings.from_env()).build_registry()
@@ -208,8 +214,15 @@ def test_dummy_strategy_callback_and_logger_in_a_real_fit(with_dists: Path, tmp_
     fit_starts = ember_dummy_plugin.FIT_STARTS
     model, loader = _tiny()
     trainer = ember.Trainer(
-        max_epochs=2, strategy="dummy_strategy", callbacks=[counter], logger=[logger], log_every_n_steps=1,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+        max_epochs=2,
+        strategy="dummy_strategy",
+        callbacks=[counter],
+        logger=[logger],
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
     )
     assert isinstance(trainer.strategy, DummyStrategy) and trainer.strategy.is_dummy
     trainer.fit(model, train_dataloaders=loader)

@@ -113,7 +113,9 @@ def project(tmp_path: Path) -> Any:
             path.write_text(textwrap.dedent(text).replace("MOD", modname))
             return path
 
-        def load(self, overrides: list[str] = (), environ: dict[str, str] | None = None, config: Any = None, cwd: Path | None = None, **kw: Any) -> Stack:
+        def load(
+            self, overrides: list[str] = (), environ: dict[str, str] | None = None, config: Any = None, cwd: Path | None = None, **kw: Any
+        ) -> Stack:
             kw.setdefault("trainer_cls", FakeTrainer)
             kw.setdefault("registry", make_registry())
             return load_stack(config, cwd or tmp_path, list(overrides), environ or {}, **kw)
@@ -156,8 +158,21 @@ name = "csv"
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("3", 3), ("0.5", 0.5), ("1e-3", 1e-3), ("true", True), ("false", False), ("[1, 2]", [1, 2]), ('"x y"', "x y"),
-     ("{a = 1}", {"a": 1}), ("abc", "abc"), ("cpu", "cpu"), ("16-mixed", "16-mixed"), ("2024-01-01", "2024-01-01"), ("", "")],
+    [
+        ("3", 3),
+        ("0.5", 0.5),
+        ("1e-3", 1e-3),
+        ("true", True),
+        ("false", False),
+        ("[1, 2]", [1, 2]),
+        ('"x y"', "x y"),
+        ("{a = 1}", {"a": 1}),
+        ("abc", "abc"),
+        ("cpu", "cpu"),
+        ("16-mixed", "16-mixed"),
+        ("2024-01-01", "2024-01-01"),
+        ("", ""),
+    ],
 )
 def test_parse_literal(text: str, expected: Any) -> None:
     assert parse_literal(text) == expected
@@ -297,7 +312,9 @@ def test_env_plugin_lists_accept_commas(project: Any) -> None:
 
 def test_cli_indexes_and_appends_callbacks(project: Any) -> None:
     project.write(BASIC)
-    stack = project.load(["--callbacks[0].init_args.monitor", "val_loss", "--callbacks.2.name", "early_stopping", "--callbacks.2.init_args.patience=9"])
+    stack = project.load(
+        ["--callbacks[0].init_args.monitor", "val_loss", "--callbacks.2.name", "early_stopping", "--callbacks.2.init_args.patience=9"]
+    )
     assert stack.callbacks[0].init_args == {"monitor": "val_loss", "mode": "max"}
     assert stack.callbacks[2].name == "early_stopping" and stack.callbacks[2].init_args == {"patience": 9}
     assert stack.provenance["callbacks[0].init_args.monitor"] == "command line"
@@ -335,23 +352,43 @@ def test_to_dict(project: Any) -> None:
     [
         ("seed_everythin = 1\n", [], {}, ["ember.toml: seed_everythin: unknown key", "Did you mean 'seed_everything'?"]),
         ("[modle]\nclass_path = 'a:B'\n", [], {}, ["ember.toml: modle: unknown key", "Did you mean 'model'?"]),
-        ("[model]\nclass_path = 'MOD:Net'\ninit_arg = {}\n", [], {}, ["ember.toml: model.init_arg: unknown key", "Did you mean 'model.init_args'?"]),
+        (
+            "[model]\nclass_path = 'MOD:Net'\ninit_arg = {}\n",
+            [],
+            {},
+            ["ember.toml: model.init_arg: unknown key", "Did you mean 'model.init_args'?"],
+        ),
         ("[model]\ninit_args = {}\n", [], {}, ["ember.toml: model: missing class_path"]),
         ("[model]\nclass_path = 'Net'\n", [], {}, ["ember.toml: model.class_path: expected 'module.path:ClassName'"]),
         ("[model]\nclass_path = 3\n", [], {}, ["ember.toml: model.class_path: expected a non-empty string, got an integer (3)"]),
         ("model = 'MOD:Net'\n", [], {}, ["ember.toml: model: expected a table", "got a string"]),
-        ("[model]\nclass_path = 'MOD:Net'\ninit_args = [1]\n", [], {}, ["ember.toml: model.init_args: expected a table of keyword arguments"]),
-        ("seed_everything = 'x'\n", [], {}, ["ember.toml: seed_everything: expected an integer seed, got a string (\"x\")"]),
+        (
+            "[model]\nclass_path = 'MOD:Net'\ninit_args = [1]\n",
+            [],
+            {},
+            ["ember.toml: model.init_args: expected a table of keyword arguments"],
+        ),
+        ("seed_everything = 'x'\n", [], {}, ['ember.toml: seed_everything: expected an integer seed, got a string ("x")']),
         ("seed_everything = true\n", [], {}, ["expected an integer seed, got a boolean"]),
         ("trainer = 3\n", [], {}, ["ember.toml: trainer: expected a table of ember.Trainer arguments"]),
-        ("[trainer]\nmax_epoch = 3\n", [], {}, ["ember.toml: trainer.max_epoch: not an ember.Trainer argument", "Did you mean 'trainer.max_epochs'?", "accelerator"]),
-        ("[trainer]\nmax_epochs = 'ten'\n", [], {}, ["ember.toml: trainer.max_epochs: expected int | None, got a string (\"ten\")"]),
+        (
+            "[trainer]\nmax_epoch = 3\n",
+            [],
+            {},
+            ["ember.toml: trainer.max_epoch: not an ember.Trainer argument", "Did you mean 'trainer.max_epochs'?", "accelerator"],
+        ),
+        ("[trainer]\nmax_epochs = 'ten'\n", [], {}, ['ember.toml: trainer.max_epochs: expected int | None, got a string ("ten")']),
         ("[trainer]\nmax_epochs = true\n", [], {}, ["trainer.max_epochs: expected int | None, got a boolean (true)"]),
         ("[trainer]\ndevices = [0, 'a']\n", [], {}, ["trainer.devices: expected int | str | list[int]"]),
         ("[trainer]\ncallbacks = []\n", [], {}, ["ember.toml: trainer.callbacks: set this with [[callbacks]] tables"]),
         ("[trainer]\nplugins = []\n", [], {}, ["trainer.plugins: set this with plugins.enable"]),
         ("[trainer]\nlogger = 'csv'\n", [], {}, ["trainer.logger: expected true or false here (configure loggers with [[loggers]])"]),
-        ("[trainer]\nlogger = false\n[[loggers]]\nname = 'csv'\n", [], {}, ["ember.toml: trainer.logger: is false, but [[loggers]] are configured"]),
+        (
+            "[trainer]\nlogger = false\n[[loggers]]\nname = 'csv'\n",
+            [],
+            {},
+            ["ember.toml: trainer.logger: is false, but [[loggers]] are configured"],
+        ),
         ("[plugins]\nautoload = 'no'\n", [], {}, ["ember.toml: plugins.autoload: expected true or false"]),
         ("[plugins]\nenable = 'dummy'\n", [], {}, ["ember.toml: plugins.enable: expected an array of strings"]),
         ("[plugins]\nenabled = []\n", [], {}, ["ember.toml: plugins.enabled: unknown key", "Did you mean 'plugins.enable'?"]),
@@ -359,30 +396,110 @@ def test_to_dict(project: Any) -> None:
         ("[[callbacks]]\ninit_args = {}\n", [], {}, ["ember.toml: callbacks[0]: needs a name (a registered callback) or a class_path"]),
         ("[[callbacks]]\nname = 'a'\nclass_path = 'a:B'\n", [], {}, ["callbacks[0]: has both name and class_path"]),
         ("[[callbacks]]\nnmae = 'a'\n", [], {}, ["callbacks[0].nmae: unknown key", "Did you mean 'callbacks[0].name'?"]),
-        ("[[callbacks]]\nname = 'model_checkpoint'\n[[callbacks]]\nname = 'early_stoping'\n", [], {},
-         ["ember.toml: callbacks[1].name: no callback named 'early_stoping' is registered", "Did you mean 'early_stopping'?", "Registered callbacks: early_stopping, model_checkpoint", "ember plugins"]),
+        (
+            "[[callbacks]]\nname = 'model_checkpoint'\n[[callbacks]]\nname = 'early_stoping'\n",
+            [],
+            {},
+            [
+                "ember.toml: callbacks[1].name: no callback named 'early_stoping' is registered",
+                "Did you mean 'early_stopping'?",
+                "Registered callbacks: early_stopping, model_checkpoint",
+                "ember plugins",
+            ],
+        ),
         ("[[loggers]]\nname = 'cvs'\n", [], {}, ["ember.toml: loggers[0].name: no logger named 'cvs'", "Did you mean 'csv'?"]),
-        ("[[callbacks]]\nname = 'early_stopping'\ninit_args = { patiense = 3 }\n", [], {},
-         ["ember.toml: callbacks[0].init_args.patiense: callback 'early_stopping' takes no argument 'patiense'", "Did you mean 'callbacks[0].init_args.patience'?"]),
-        ("[[callbacks]]\nname = 'early_stopping'\ninit_args = { patience = 'x' }\n", [], {}, ["callbacks[0].init_args.patience: callback 'early_stopping' expects int for 'patience', got a string"]),
-        ("[model]\nclass_path = 'MOD:Net'\ninit_args = { lrr = 0.1 }\n", [], {}, ["ember.toml: model.init_args.lrr: MOD:Net takes no argument 'lrr'", "Did you mean 'model.init_args.lr'?", "It accepts: lr, hidden, name"]),
-        ("[model]\nclass_path = 'MOD:Net'\ninit_args = { lr = 'fast' }\n", [], {}, ["model.init_args.lr: MOD:Net expects float for 'lr', got a string (\"fast\")"]),
+        (
+            "[[callbacks]]\nname = 'early_stopping'\ninit_args = { patiense = 3 }\n",
+            [],
+            {},
+            [
+                "ember.toml: callbacks[0].init_args.patiense: callback 'early_stopping' takes no argument 'patiense'",
+                "Did you mean 'callbacks[0].init_args.patience'?",
+            ],
+        ),
+        (
+            "[[callbacks]]\nname = 'early_stopping'\ninit_args = { patience = 'x' }\n",
+            [],
+            {},
+            ["callbacks[0].init_args.patience: callback 'early_stopping' expects int for 'patience', got a string"],
+        ),
+        (
+            "[model]\nclass_path = 'MOD:Net'\ninit_args = { lrr = 0.1 }\n",
+            [],
+            {},
+            [
+                "ember.toml: model.init_args.lrr: MOD:Net takes no argument 'lrr'",
+                "Did you mean 'model.init_args.lr'?",
+                "It accepts: lr, hidden, name",
+            ],
+        ),
+        (
+            "[model]\nclass_path = 'MOD:Net'\ninit_args = { lr = 'fast' }\n",
+            [],
+            {},
+            ["model.init_args.lr: MOD:Net expects float for 'lr', got a string (\"fast\")"],
+        ),
         ("[model]\nclass_path = 'MOD:Needs'\n", [], {}, ["ember.toml: model.init_args: MOD:Needs requires 'size'"]),
-        ("[model]\nclass_path = 'MOD:Nett'\n", [], {}, ["ember.toml: model.class_path = 'MOD:Nett': cannot import 'MOD:Nett'", "has no attribute 'Nett'", "Did you mean MOD:Net?"]),
-        ("[model]\nclass_path = 'no_such_module_xyz:Net'\n", [], {}, ["ember.toml: model.class_path = 'no_such_module_xyz:Net': cannot import", "no module named 'no_such_module_xyz'"]),
+        (
+            "[model]\nclass_path = 'MOD:Nett'\n",
+            [],
+            {},
+            ["ember.toml: model.class_path = 'MOD:Nett': cannot import 'MOD:Nett'", "has no attribute 'Nett'", "Did you mean MOD:Net?"],
+        ),
+        (
+            "[model]\nclass_path = 'no_such_module_xyz:Net'\n",
+            [],
+            {},
+            ["ember.toml: model.class_path = 'no_such_module_xyz:Net': cannot import", "no module named 'no_such_module_xyz'"],
+        ),
         ("[data]\nclass_path = 'MOD:Dat'\n", [], {}, ["ember.toml: data.class_path = 'MOD:Dat'", "Did you mean MOD:Data?"]),
-        ("[[callbacks]]\nclass_path = 'MOD:MyCallbak'\n", [], {}, ["ember.toml: callbacks[0].class_path = 'MOD:MyCallbak'", "Did you mean MOD:MyCallback?"]),
+        (
+            "[[callbacks]]\nclass_path = 'MOD:MyCallbak'\n",
+            [],
+            {},
+            ["ember.toml: callbacks[0].class_path = 'MOD:MyCallbak'", "Did you mean MOD:MyCallback?"],
+        ),
         # origins other than the file
-        ("", ["--trainer.max_epoch", "3"], {}, ["command line: trainer.max_epoch: not an ember.Trainer argument", "Did you mean 'trainer.max_epochs'?"]),
-        ("", [], {"EMBER_TRAINER__MAX_EPOCH": "3"}, ["environment (EMBER_TRAINER__MAX_EPOCH): trainer.max_epoch: not an ember.Trainer argument"]),
-        ("", [], {"EMBER_TRAINR__MAX_EPOCHS": "3"}, ["environment (EMBER_TRAINR__MAX_EPOCHS): trainr.max_epochs: unknown section 'trainr'", "Did you mean 'trainer'?"]),
-        ("", ["--trainer.max_epochs", "x"], {"EMBER_TRAINER__MAX_EPOCHS": "2"}, ["command line: trainer.max_epochs: expected int | None, got a string"]),
+        (
+            "",
+            ["--trainer.max_epoch", "3"],
+            {},
+            ["command line: trainer.max_epoch: not an ember.Trainer argument", "Did you mean 'trainer.max_epochs'?"],
+        ),
+        (
+            "",
+            [],
+            {"EMBER_TRAINER__MAX_EPOCH": "3"},
+            ["environment (EMBER_TRAINER__MAX_EPOCH): trainer.max_epoch: not an ember.Trainer argument"],
+        ),
+        (
+            "",
+            [],
+            {"EMBER_TRAINR__MAX_EPOCHS": "3"},
+            ["environment (EMBER_TRAINR__MAX_EPOCHS): trainr.max_epochs: unknown section 'trainr'", "Did you mean 'trainer'?"],
+        ),
+        (
+            "",
+            ["--trainer.max_epochs", "x"],
+            {"EMBER_TRAINER__MAX_EPOCHS": "2"},
+            ["command line: trainer.max_epochs: expected int | None, got a string"],
+        ),
         ("", ["--seed_everything", "x"], {}, ["command line: seed_everything: expected an integer seed"]),
-        ("", ["--model.class_path", "MOD:Net", "--model.init_args.hiden=3"], {}, ["command line: model.init_args.hiden: MOD:Net takes no argument 'hiden'", "Did you mean 'model.init_args.hidden'?"]),
+        (
+            "",
+            ["--model.class_path", "MOD:Net", "--model.init_args.hiden=3"],
+            {},
+            ["command line: model.init_args.hiden: MOD:Net takes no argument 'hiden'", "Did you mean 'model.init_args.hidden'?"],
+        ),
         ("", ["--trainer.max_epochs"], {}, ["command line (--trainer.max_epochs): needs a value"]),
         ("", ["trainer.max_epochs=3"], {}, ["command line: unexpected argument 'trainer.max_epochs=3'"]),
         ("", ["--callbacks.3.name", "x"], {}, ["command line: callbacks[3].name: there are 0 callbacks entries"]),
-        ("[trainer]\nmax_epochs = 3\n", ["--trainer.max_epochs.x", "1"], {}, ["command line: trainer.max_epochs.x: trainer.max_epochs is an integer (3), not a table, so it has no key 'x'"]),
+        (
+            "[trainer]\nmax_epochs = 3\n",
+            ["--trainer.max_epochs.x", "1"],
+            {},
+            ["command line: trainer.max_epochs.x: trainer.max_epochs is an integer (3), not a table, so it has no key 'x'"],
+        ),
         ("", ["--model.init_args.0", "1"], {}, ["an index (0) is only valid right after callbacks or loggers"]),
         ("", [], {"EMBER_TRAINER____X": "1"}, ["environment (EMBER_TRAINER____X): empty key segment"]),
     ],
@@ -512,7 +629,9 @@ def test_real_trainer_signature(project: Any) -> None:
 def test_real_registry_names(project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("EMBER_DISABLE_PLUGIN_AUTOLOAD", "EMBER_PLUGINS", "EMBER_DISABLE_PLUGINS"):
         monkeypatch.delenv(var, raising=False)
-    project.write("[[callbacks]]\nname = 'model_checkpoint'\ninit_args = { monitor = 'val_acc', mode = 'max' }\n[[loggers]]\nname = 'csv'\n")
+    project.write(
+        "[[callbacks]]\nname = 'model_checkpoint'\ninit_args = { monitor = 'val_acc', mode = 'max' }\n[[loggers]]\nname = 'csv'\n"
+    )
     stack = project.load(registry=None)
     assert [c.name for c in stack.callbacks] == ["model_checkpoint"]
     project.write("[[callbacks]]\nname = 'model_chekpoint'\n")

@@ -13,10 +13,17 @@ class DummyStrategy(SingleDeviceStrategy):
     name = "dummy_strategy"
     is_dummy = True
     #: every instance created in this process, newest last
-    instances: list["DummyStrategy"] = []
+    instances: list[DummyStrategy] = []
 
     def __init__(
-        self, accelerator: Any, precision: Any, checkpoint_io: Any, environment: Any, device: Any = None, devices: Any = None, num_nodes: int = 1
+        self,
+        accelerator: Any,
+        precision: Any,
+        checkpoint_io: Any,
+        environment: Any,
+        device: Any = None,
+        devices: Any = None,
+        num_nodes: int = 1,
     ) -> None:
         # The trainer passes ``device`` to "single_device" and ``devices`` /
         # ``num_nodes`` to every other strategy name; this one runs on one device.
