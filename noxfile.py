@@ -70,18 +70,19 @@ def docs(session: nox.Session) -> None:
 def benchmarks(session: nox.Session) -> None:
     """Measure ember's per-step overhead and import time against raw PyTorch.
 
-    Writes the figures to ``benchmarks/results.json`` unless other arguments
-    are given after ``--`` (they go to ``benchmarks/overhead.py``).
+    Prints a table and writes the figures to ``.nox/benchmarks.json`` unless
+    other arguments are given after ``--`` (they go to
+    ``benchmarks/overhead.py``, e.g. ``-- --repeats 61 --check``).
     """
     install_torch(session)
     session.install("-e", ".")
-    args = session.posargs or ["--json", "benchmarks/results.json"]
+    args = session.posargs or ["--json", ".nox/benchmarks.json"]
     session.run("python", "benchmarks/overhead.py", *args)
 
 
 @nox.session(venv_backend="venv", default=False)
 def examples(session: nox.Session) -> None:
-    """Train the examples through the ``ember`` command (digits: about a minute on CPU)."""
+    """Train the examples through the ``ember`` command (digits: seconds on a CPU)."""
     install_torch(session)
     session.install("-e", ".[examples]")
     with session.chdir("examples/digits"):
