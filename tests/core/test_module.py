@@ -207,11 +207,6 @@ def test_manual_optimization_max_steps_counts_optimizer_steps(h: Any, make_train
     assert model.steps_seen == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="kernel bug: Module.manual_backward calls self.trainer._backward(loss), but Trainer defines no _backward",
-)
 def test_manual_backward(h: Any, make_trainer: Any) -> None:
     seen: list[str] = []
 
