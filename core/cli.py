@@ -273,10 +273,9 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> int:
 def collect_plugins(config: str | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything ``ember plugins`` reports, as plain data. Never raises for a
     broken plugin: failures are part of the report."""
-    import importlib
     from importlib import metadata
 
-    from ember.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, AutoloadSettings, PluginFailure, PluginManager, PluginSource
+    from ember.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, AutoloadSettings, PluginManager, PluginSource
     from ember.stack import StackError, load_stack
 
     environ = dict(os.environ if environ is None else environ)
@@ -289,21 +288,7 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
         notes.append(f"the stack's [plugins] section was not applied: {exc}")
 
     pm = PluginManager()
-    try:
-        pm.load_builtins(settings.disable)
-    except Exception:
-        pm = PluginManager()  # one built-in is broken: load the others one by one
-        skip = set(settings.disable)
-        for modname in BUILTIN_PLUGINS:
-            if modname in skip or modname.rsplit(".", 1)[-1] in skip:
-                pm.disabled.append(modname)
-                continue
-            try:
-                pm.register(importlib.import_module(modname), modname, PluginSource("builtin", "ember", __version__, modname))
-            except Exception as exc:
-                pm.failures.append(
-                    PluginFailure(modname, "ember", __version__, modname, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-                )
+    pm.load_builtins(settings.disable, strict=False)
     try:
         pm.load_entrypoints(settings)
     except Exception as exc:  # pragma: no cover - load_entrypoints records failures itself

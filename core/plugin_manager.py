@@ -86,7 +86,7 @@ class PluginFailure:
     def describe(self) -> str:
         return (
             f"ember plugin {self.name!r} from distribution {self.distribution} {self.version} "
-            f"({self.target}) failed to load: {self.error}. ember continues without it; "
+            f"({self.target}) failed to load: {self.error.rstrip('.')}. ember continues without it; "
             f"fix or uninstall it (pip uninstall {self.distribution}), or disable it with "
             f"EMBER_DISABLE_PLUGINS={self.name}."
         )
@@ -238,7 +238,12 @@ class PluginManager(pluggy.PluginManager):
         self.register(_CallbackPlugin(callback), name, PluginSource(kind, distribution="", target=type(callback).__module__))
         return name
 
-    def load_builtins(self, disable: Iterable[str] = ()) -> None:
+    def load_builtins(self, disable: Iterable[str] = (), strict: bool = True) -> None:
+        """Register :data:`BUILTIN_PLUGINS` (minus ``disable``, by module or short
+        name). With ``strict=False`` a built-in that fails is recorded as a
+        :class:`PluginFailure` instead of raising, for ``ember plugins``."""
+        from ember import __version__
+
         skip = set(disable)
         for modname in BUILTIN_PLUGINS:
             if modname in skip or modname.rsplit(".", 1)[-1] in skip:
@@ -246,9 +251,14 @@ class PluginManager(pluggy.PluginManager):
                 continue
             if self.has_plugin(modname):
                 continue
-            from ember import __version__
-
-            self.register(importlib.import_module(modname), modname, PluginSource("builtin", "ember", __version__, modname))
+            try:
+                self.register(importlib.import_module(modname), modname, PluginSource("builtin", "ember", __version__, modname))
+            except Exception as exc:
+                if strict:
+                    raise
+                self.failures.append(
+                    PluginFailure(modname, "ember", __version__, modname, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                )
 
     def load_entrypoints(self, settings: AutoloadSettings | None = None) -> None:
         settings = settings or AutoloadSettings.from_env()

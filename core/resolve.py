@@ -76,13 +76,10 @@ def resolve_strategy(
         "checkpoint_io": checkpoint_io,
         "environment": environment,
     }
-    if name == "single_device":
-        if len(device_list) != 1:
-            raise ValueError(f"strategy='single_device' needs one device; devices={devices!r} gives {len(device_list)}.")
-        kwargs["device"] = device_list[0]
-    else:
-        kwargs["devices"] = device_list
-        kwargs["num_nodes"] = num_nodes
+    if name == "single_device" and len(device_list) != 1:
+        raise ValueError(f"strategy='single_device' needs one device; devices={devices!r} gives {len(device_list)}.")
+    kwargs["devices"] = device_list
+    kwargs["num_nodes"] = num_nodes
     return registry.create("strategy", name, **kwargs)
 
 

@@ -27,7 +27,22 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 class SingleDeviceStrategy:
     name = "single_device"
 
-    def __init__(self, accelerator: Any, precision: Any, checkpoint_io: Any, environment: Any, device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        accelerator: Any,
+        precision: Any,
+        checkpoint_io: Any,
+        environment: Any,
+        devices: list[torch.device] | None = None,
+        num_nodes: int = 1,
+        device: torch.device | None = None,
+    ) -> None:
+        if device is None and devices:
+            if len(devices) != 1 or num_nodes != 1:
+                raise ValueError(
+                    f"The single-device strategy runs one process on one device, not {len(devices)} device(s) on {num_nodes} node(s)."
+                )
+            device = devices[0]
         self.accelerator = accelerator
         self.precision = precision
         self.checkpoint_io = checkpoint_io
