@@ -246,6 +246,28 @@ class Results:
                 out[entry.name] = self.epoch_values[entry.name]
         return out
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch so far, for exact resume (tensors, numbers and strings only)."""
+        entries = {}
+        for key, entry in self.entries.items():
+            entry.fold()
+            entries[key] = {
+                "name": entry.name,
+                "options": [entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger, entry.reduce, entry.sync_dist],
+                "last": entry.last,
+                "folded": entry.folded,
+                "folded_weight": entry.folded_weight,
+            }
+        return {"entries": entries}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, saved in state.get("entries", {}).items():
+            entry = _Entry(saved["name"], *saved["options"])
+            entry.last = saved["last"]
+            entry.folded = saved["folded"]
+            entry.folded_weight = saved["folded_weight"]
+            self.entries[key] = entry
+
     def finalize_epoch(
         self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -17,6 +17,7 @@ from ember import checkpointing, data, resolve
 from ember.callback import Callback, Logger
 from ember.datamodule import DataModule
 from ember.dispatch import Dispatch
+from ember.loops.position import FitPosition, position_from_state, position_state
 from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
@@ -185,9 +186,9 @@ class Trainer:
         self._last_eval_progress: dict[str, Any] = {}
         self._dispatch: Any = None
         self._env_ready = False
-        self._batches_done = 0
-        self._epoch_complete = False
-        self._epoch_schedulers_stepped = True
+        self._position = FitPosition()
+        self._resuming = False
+        self._stepper: Any = None
         self._ckpt_path: str | None = None
         self.num_training_batches: float = 0
         self.num_val_batches: list[float] = []
@@ -539,9 +540,7 @@ class Trainer:
         return {
             "epoch": self.current_epoch,
             "global_step": self.global_step,
-            "batches_done": self._batches_done,
-            "epoch_complete": self._epoch_complete,
-            "epoch_schedulers_stepped": self._epoch_schedulers_stepped,
+            **position_state(self),
             "callback_metrics": {
                 k: to_float(v)
                 for k, v in self.callback_metrics.items()
@@ -581,11 +580,9 @@ class Trainer:
         loop = checkpoint.get("loops", {}).get("fit", {})
         self.global_step = int(loop.get("global_step", checkpoint.get("global_step", 0)))
         self.current_epoch = int(loop.get("epoch", checkpoint.get("epoch", 0)))
-        self._batches_done = int(loop.get("batches_done", 0))
-        self._epoch_complete = bool(loop.get("epoch_complete", True))
-        self._epoch_schedulers_stepped = bool(loop.get("epoch_schedulers_stepped", True))
+        self._position = position_from_state(loop)
         self._callback_metrics.update({k: torch.tensor(v) for k, v in loop.get("callback_metrics", {}).items()})
-        self._resumed = True
+        self._resuming = True
 
     # ------------------------------------------------------------------ teardown
     def _fire_on_exception(self, exc: BaseException) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,8 +24,12 @@ def _context(trainer: Trainer) -> Any:
     return torch.inference_mode() if trainer.inference_mode else torch.no_grad()
 
 
-def run_evaluation(trainer: Trainer, stage: str, loaders: list[Any], limits: list[float], sanity: bool = False) -> dict[str, Any]:
-    """One pass over ``loaders``; returns the epoch-level metrics (tensors)."""
+def run_evaluation(
+    trainer: Trainer, stage: str, loaders: list[Any], limits: list[float], sanity: bool = False, before_end: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """One pass over ``loaders``; returns the epoch-level metrics (tensors).
+    ``before_end`` runs after the metrics are reduced, before the ``on_*_end``
+    hooks (where checkpoints are usually written)."""
     module = trainer.module
     assert module is not None
     d = trainer._dispatch
@@ -71,6 +76,8 @@ def run_evaluation(trainer: Trainer, stage: str, loaders: list[Any], limits: lis
                 trainer._callback_metrics.update(callback_values)
                 if logged:
                     trainer.log_metrics({**logged, "epoch": trainer.current_epoch})
+            if before_end is not None:
+                before_end()
             for fn in getattr(d, f"on_{prefix}_end"):
                 fn(trainer, module)
     finally:

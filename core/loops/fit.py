@@ -11,9 +11,18 @@ import torch
 
 from ember.loops.evaluate import run_evaluation
 from ember.loops.optimization import AutomaticOptimization
+from ember.loops.position import (
+    EPOCH_END,
+    FitPosition,
+    epoch_snapshot,
+    fast_forward,
+    restore_epoch_snapshot,
+    restore_grads,
+    warn_if_not_exactly_resumable,
+)
 from ember.module import Module
 from ember.results import Results
-from ember.seed import isolated_rng
+from ember.seed import isolated_rng, set_rng_state
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -22,20 +31,12 @@ if TYPE_CHECKING:
 def run_fit(trainer: Trainer) -> None:
     module = trainer.module
     d = trainer._dispatch
-    resumed = getattr(trainer, "_resumed", False)
-    trainer._resumed = False
+    resumed = trainer._resuming
+    trainer._resuming = False
     if not resumed:
         trainer.global_step = 0
         trainer.current_epoch = 0
-        trainer._batches_done = 0
-        trainer._epoch_complete = False
-        trainer._epoch_schedulers_stepped = True
-    elif trainer._epoch_complete:
-        if not trainer._epoch_schedulers_stepped:
-            _step_epoch_schedulers(trainer)
-        trainer.current_epoch += 1
-        trainer._batches_done = 0
-        trainer._epoch_complete = False
+        trainer._position = FitPosition()
     trainer._fit_started = time.monotonic()
     with torch.autograd.set_detect_anomaly(trainer.detect_anomaly) if trainer.detect_anomaly else _null():
         for fn in d.on_fit_start:
@@ -99,7 +100,11 @@ def _train_epoch(trainer: Trainer) -> None:
     assert module is not None
     d = trainer._dispatch
     strategy = trainer.strategy
+    position = trainer._position
+    resuming = position.resumes_inside_epoch
     results = Results(default_on_step=True, default_on_epoch=False)
+    if resuming and position.results is not None:
+        results.load_state_dict(position.results)
     trainer._train_results = results
     module._results = results
     module.train()
@@ -109,19 +114,40 @@ def _train_epoch(trainer: Trainer) -> None:
     for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
-    for fn in d.on_train_epoch_start:
-        fn(trainer, module)
-
-    limit = trainer.num_training_batches
-    skip = trainer._batches_done
-    if skip:
-        warnings.warn(
-            f"Resuming in the middle of epoch {epoch}: the first {skip} batches of a fresh pass over the training "
-            "data are skipped. With shuffling, the batches that follow are not the ones the interrupted run would have seen.",
-            stacklevel=2,
-        )
     automatic = module.automatic_optimization
     stepper = AutomaticOptimization(trainer) if automatic else None
+    trainer._stepper = stepper
+    if position.rng is not None and not resuming:
+        set_rng_state(position.rng)  # resumed between epochs: continue from the saved state
+    if position.phase == EPOCH_END:
+        # Resumed from a checkpoint written while on_train_epoch_end ran: the
+        # hooks that already ran are not repeated.
+        if position.rng is not None:
+            set_rng_state(position.rng)
+    else:
+        for fn in d.on_train_epoch_start:
+            fn(trainer, module)
+        _run_batches(trainer, results, stepper, position if resuming else None)
+        position.phase = EPOCH_END
+        results.default_on_step, results.default_on_epoch = False, True
+        for fn in d.on_train_epoch_end:
+            fn(trainer, module)
+    callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
+    trainer._callback_metrics.update(callback_values)
+    if logged:
+        trainer.log_metrics({**logged, "epoch": epoch})
+    _step_epoch_schedulers(trainer)
+    trainer.current_epoch += 1
+    trainer._position = FitPosition()
+
+
+def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimization | None, resume: FitPosition | None) -> None:
+    module = trainer.module
+    d = trainer._dispatch
+    strategy = trainer.strategy
+    position = trainer._position
+    loader = trainer._train_loader
+    limit = trainer.num_training_batches
     val_enabled = _validation_enabled_this_epoch(trainer)
     val_every = trainer._val_check_batch
     log_every = trainer.log_every_n_steps
@@ -132,15 +158,42 @@ def _train_epoch(trainer: Trainer) -> None:
     max_steps = trainer.max_steps
     max_time = trainer.max_time
     to_device = strategy.batch_to_device
+
+    # The random state that decides this epoch's order is taken right before
+    # iter(): a resumed run restores it there, replays the order, skips what
+    # was done, then restores the state of the moment the checkpoint was saved.
+    skip = resume.batches_done if resume is not None else 0
+    if resume is not None and resume.epoch_rng is not None:
+        restore_epoch_snapshot(loader, resume.epoch_rng)
+    else:
+        position.epoch_rng = epoch_snapshot(loader)
+    iterator = iter(loader)
+    if skip:
+        warn_if_not_exactly_resumable(loader, skip)
+        if not fast_forward(loader, iterator, skip):
+            warnings.warn(
+                f"The training data has fewer than the {skip} batches the checkpoint had done in epoch {trainer.current_epoch}.",
+                stacklevel=3,
+            )
+    if resume is not None:
+        position.epoch_rng = resume.epoch_rng
+        position.batches_done = skip
+        if resume.rng is not None:
+            set_rng_state(resume.rng)
+        if resume.accumulated_grads and stepper is not None:
+            restore_grads(module, resume.accumulated_grads)
+            stepper.window_has_grads = stepper.mid_window = True
+        if resume.val_pending:
+            position.val_pending = True
+            _validate_in_fit(trainer, results)
+            if _should_stop_now(trainer, max_steps, max_time):
+                return
+
     # Fetch a batch only when it is about to be used (a lookahead only when the
     # loader's length is unknown): a dataset whose __getitem__ draws random
     # numbers then draws them in the same order relative to the steps
     # whatever the loop does around them, which exact resume relies on.
     known_length = limit != math.inf
-    iterator = iter(loader)
-    for _ in range(skip):  # resume inside the epoch
-        if _next(iterator) is _END:
-            break
     batch_idx = skip - 1
     pending = _END if known_length else _next(iterator)
     exhausted_early = False
@@ -173,45 +226,39 @@ def _train_epoch(trainer: Trainer) -> None:
             with strategy.precision.forward_context():
                 output = module.training_step(batch, batch_idx)
             stepped = trainer.global_step != before
-        if batch_end:
-            outputs = _detached_outputs(output)
-            for fn in batch_end:
-                fn(trainer, module, outputs, batch, batch_idx)
-        trainer._batches_done = batch_idx + 1
-        trainer._epoch_complete = is_last
-        if stepped:
-            if trainer.lr_scheduler_configs:
-                _step_step_schedulers(trainer)
-            if log_steps and trainer.global_step % log_every == 0:
-                trainer._log_step_metrics()
+        if stepped and trainer.lr_scheduler_configs:
+            _step_step_schedulers(trainer)
         stopping = (
             (max_steps != -1 and trainer.global_step >= max_steps)
             or (trainer.should_stop and _min_reached(trainer))
             or (max_time is not None and time.monotonic() - trainer._fit_started >= max_time)
         )
-        if val_enabled and ((batch_idx + 1) % val_every == 0 or is_last or stopping):
+        validate_now = val_enabled and ((batch_idx + 1) % val_every == 0 or is_last or stopping)
+        # A checkpoint written from here on resumes after this batch.
+        position.batches_done = batch_idx + 1
+        position.val_pending = validate_now
+        if batch_end:
+            outputs = _detached_outputs(output)
+            for fn in batch_end:
+                fn(trainer, module, outputs, batch, batch_idx)
+        if stepped and log_steps and trainer.global_step % log_every == 0:
+            trainer._log_step_metrics()
+        if validate_now:
             _validate_in_fit(trainer, results)
-        if stopping:
+        if stopping or _should_stop_now(trainer, max_steps, max_time):
             break
     if exhausted_early and val_enabled:
         # The loader yielded fewer batches than len() promised, so the last one
         # was not known to be last: validate now, as the epoch's end requires.
+        position.val_pending = True
         _validate_in_fit(trainer, results)
     if batch_idx < 0 and limit > 0 and skip == 0:
-        warnings.warn("The training dataloader produced no batches this epoch.", stacklevel=2)
-    trainer._epoch_complete = True
-    trainer._epoch_schedulers_stepped = False
-    results.default_on_step, results.default_on_epoch = False, True
-    for fn in d.on_train_epoch_end:
-        fn(trainer, module)
-    callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
-    trainer._callback_metrics.update(callback_values)
-    if logged:
-        trainer.log_metrics({**logged, "epoch": epoch})
-    _step_epoch_schedulers(trainer)
-    trainer.current_epoch += 1
-    trainer._batches_done = 0
-    trainer._epoch_complete = False
+        warnings.warn("The training dataloader produced no batches this epoch.", stacklevel=3)
+
+
+def _should_stop_now(trainer: Trainer, max_steps: int, max_time: float | None) -> bool:
+    """Stop conditions that callbacks may have changed during validation."""
+    return (max_steps != -1 and trainer.global_step >= max_steps) or (trainer.should_stop and _min_reached(trainer))
 
 
 _END = object()
@@ -234,7 +281,12 @@ def _detached_outputs(output: Any) -> Any:
 
 def _validate_in_fit(trainer: Trainer, train_results: Results) -> None:
     module = trainer.module
-    run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_val_batches, sanity=False)
+    position = trainer._position
+
+    def done() -> None:  # a checkpoint written in on_validation_end resumes after this validation
+        position.val_pending = False
+
+    run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_val_batches, sanity=False, before_end=done)
     module._results = train_results  # type: ignore[union-attr]
     trainer.state.stage = "train"
     module.train()  # type: ignore[union-attr]
@@ -276,7 +328,6 @@ def _step_step_schedulers(trainer: Trainer) -> None:
 
 
 def _step_epoch_schedulers(trainer: Trainer) -> None:
-    trainer._epoch_schedulers_stepped = True
     if not trainer.module.automatic_optimization:  # type: ignore[union-attr]
         return
     for config in trainer.lr_scheduler_configs:

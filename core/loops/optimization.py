@@ -131,6 +131,9 @@ class AutomaticOptimization:
         self.custom_step = cls.optimizer_step is not Module.optimizer_step
         self.custom_zero_grad = cls.optimizer_zero_grad is not Module.optimizer_zero_grad
         self.window_has_grads = False
+        # True between the batches of an unfinished accumulation window: the
+        # parameters' .grad hold what a checkpoint must carry for exact resume.
+        self.mid_window = False
         self.output: Any = None
         self.batch: Any = None
         self.batch_idx = 0
@@ -155,6 +158,7 @@ class AutomaticOptimization:
                     self._closure()
                 except _SkipStep:
                     return None, False
+                self.mid_window = self.window_has_grads
                 return self.output, False
         try:
             if self.custom_step:
@@ -162,7 +166,9 @@ class AutomaticOptimization:
             else:
                 self.optimizer_step(self.optimizer, self.step_closure)
         except _SkipStep:
+            self.mid_window = False
             return None, False
+        self.mid_window = False
         self.trainer.global_step += 1
         return self.output, True
 
