@@ -16,7 +16,17 @@ import ember
 from ember.checkpointing import CheckpointError
 from ember.plugins.checkpoint_io.torch_io import CheckpointLoadError
 
-DOCUMENTED_KEYS = {"ember_version", "epoch", "global_step", "state_dict", "loops", "optimizer_states", "lr_schedulers", "precision", "callbacks"}
+DOCUMENTED_KEYS = {
+    "ember_version",
+    "epoch",
+    "global_step",
+    "state_dict",
+    "loops",
+    "optimizer_states",
+    "lr_schedulers",
+    "precision",
+    "callbacks",
+}
 
 
 def _digest(path: Path) -> tuple[str, float]:
@@ -270,7 +280,10 @@ def test_checkpoint_of_a_different_model(h: Any, make_trainer: Any, trained_ckpt
             self.extra = torch.nn.Linear(1, 1)
             self.net[2] = torch.nn.Identity()
 
-    with pytest.raises(CheckpointError, match=r"trained.ckpt.*does not fit Renamed: missing keys: extra.weight, extra.bias; unexpected keys: net.2.weight, net.2.bias"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"trained.ckpt.*does not fit Renamed: missing keys: extra.weight, extra.bias; unexpected keys: net.2.weight, net.2.bias",
+    ):
         make_trainer(max_epochs=2).fit(Renamed(), h.loader(16, 8), ckpt_path=trained_ckpt)
     with pytest.raises(CheckpointError, match=r"trained.ckpt.*shape mismatches: net.0.weight: checkpoint \(8, 4\) vs module \(3, 4\)"):
         make_trainer().test(_Scheduled(width=3), h.loader(16, 8), ckpt_path=trained_ckpt, verbose=False)
@@ -299,7 +312,10 @@ def test_pickle_that_would_run_code_is_refused(h: Any, make_trainer: Any, tmp_pa
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("version,match", [("1.0.0", "written by ember 1.0.0"), ("0.0.1", "written by ember 0.0.1"), ("banana", "unreadable ember version 'banana'")])
+@pytest.mark.parametrize(
+    "version,match",
+    [("1.0.0", "written by ember 1.0.0"), ("0.0.1", "written by ember 0.0.1"), ("banana", "unreadable ember version 'banana'")],
+)
 def test_incompatible_versions(h: Any, make_trainer: Any, trained_ckpt: Path, tmp_path: Path, version: str, match: str) -> None:
     ckpt = torch.load(trained_ckpt, weights_only=True)
     ckpt["ember_version"] = version

@@ -4,7 +4,8 @@ using at each step and epoch."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -68,7 +69,7 @@ def test_parse_list_of_dicts_keeps_the_optimizer_index() -> None:
         (lambda a, s: 3, "returned a int"),
         (lambda a, s: {"lr_scheduler": s}, 'without an "optimizer" key'),
         (lambda a, s: {"optimizer": a, "scheduler": s}, r"Unknown keys \['scheduler'\]"),
-        (lambda a, s: {"optimizer": a, "lr_scheduler": {"scheduler": s, "interval": "batch"}}, "must be \"step\" or \"epoch\", not 'batch'"),
+        (lambda a, s: {"optimizer": a, "lr_scheduler": {"scheduler": s, "interval": "batch"}}, 'must be "step" or "epoch", not \'batch\''),
         (lambda a, s: {"optimizer": a, "lr_scheduler": {"scheduler": s, "frequency": 0}}, "positive int, not 0"),
         (lambda a, s: {"optimizer": a, "lr_scheduler": {"scheduler": s, "every": 2}}, r"Unknown lr_scheduler keys \['every'\]"),
         (lambda a, s: {"optimizer": a, "lr_scheduler": {"interval": "step"}}, 'needs a "scheduler" key'),
@@ -98,7 +99,9 @@ class _LRs(ember.Callback):
         self.epoch_lrs.setdefault(trainer.current_epoch, round(lr, 10))
 
 
-def _fit_with(h: Any, make_trainer: Any, configure: Callable[[Any], Any], *, validation: bool = False, log_val: Any = None, **trainer_kwargs: Any) -> tuple[Any, _LRs]:
+def _fit_with(
+    h: Any, make_trainer: Any, configure: Callable[[Any], Any], *, validation: bool = False, log_val: Any = None, **trainer_kwargs: Any
+) -> tuple[Any, _LRs]:
     base = h.Regressor if validation else h.TrainOnly
 
     class Model(base):  # type: ignore[misc, valid-type]
@@ -167,7 +170,10 @@ def test_step_interval_steps_after_every_optimizer_step(h: Any, make_trainer: An
 def test_step_interval_with_frequency_and_accumulation(h: Any, make_trainer: Any) -> None:
     def configure(m: Any) -> Any:
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), "interval": "step", "frequency": 2}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), "interval": "step", "frequency": 2},
+        }
 
     # 4 batches per epoch, 2 per optimizer step: steps 1..4 over two epochs; the scheduler steps at global steps 2 and 4
     trainer, lrs = _fit_with(h, make_trainer, configure, max_epochs=2, accumulate_grad_batches=2)
@@ -179,7 +185,10 @@ def test_step_interval_with_frequency_and_accumulation(h: Any, make_trainer: Any
 def test_epoch_interval_with_frequency(h: Any, make_trainer: Any) -> None:
     def configure(m: Any) -> Any:
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), "interval": "epoch", "frequency": 2}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5), "interval": "epoch", "frequency": 2},
+        }
 
     _, lrs = _fit_with(h, make_trainer, configure, max_epochs=5)
     assert lrs.epoch_lrs == {0: 0.1, 1: 0.1, 2: 0.05, 3: 0.05, 4: 0.025}
@@ -291,7 +300,10 @@ def test_bad_form_through_fit(h: Any, make_trainer: Any) -> None:
 def test_scheduler_config_is_exposed(h: Any, make_trainer: Any) -> None:
     def configure(m: Any) -> Any:
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "interval": "step", "name": "my_lr"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "interval": "step", "name": "my_lr"},
+        }
 
     trainer, _ = _fit_with(h, make_trainer, configure, max_epochs=1)
     [config] = trainer.lr_scheduler_configs

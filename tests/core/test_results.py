@@ -16,7 +16,17 @@ from ember.results import Results, extract_batch_size
 
 
 def _log(results: Results, name: str, value: Any, **kw: Any) -> None:
-    args = dict(prog_bar=False, logger=None, on_step=None, on_epoch=None, reduce_fx="mean", enable_graph=False, sync_dist=False, add_dataloader_idx=True, batch_size=None)
+    args = dict(
+        prog_bar=False,
+        logger=None,
+        on_step=None,
+        on_epoch=None,
+        reduce_fx="mean",
+        enable_graph=False,
+        sync_dist=False,
+        add_dataloader_idx=True,
+        batch_size=None,
+    )
     args.update(kw)
     results.log(name, value, **args)
 
@@ -45,7 +55,10 @@ def test_explicit_batch_size_wins() -> None:
     assert callback["n"].item() == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("reduce_fx,expected", [("sum", 7.0), ("max", 4.0), ("min", -1.0), ("mean", 7.0 / 3), ("avg", 7.0 / 3), (torch.max, 4.0), (torch.sum, 7.0), (min, -1.0)])
+@pytest.mark.parametrize(
+    "reduce_fx,expected",
+    [("sum", 7.0), ("max", 4.0), ("min", -1.0), ("mean", 7.0 / 3), ("avg", 7.0 / 3), (torch.max, 4.0), (torch.sum, 7.0), (min, -1.0)],
+)
 def test_reductions(reduce_fx: Any, expected: float) -> None:
     r = Results(default_on_step=False, default_on_epoch=True)
     for v in (4.0, -1.0, 4.0):
@@ -165,7 +178,7 @@ def test_training_metrics_after_an_epoch(h: Any, make_trainer: Any) -> None:
     weighted = (1 * 4 + 2 * 4 + 3 * 2) / 10
     assert float(cm["a_step"]) == 3.0
     assert float(cm["a_epoch"]) == pytest.approx(weighted)
-    loss_mean = sum(l * n for l, n in model.train_losses) / 10
+    loss_mean = sum(loss * n for loss, n in model.train_losses) / 10
     assert float(cm["loss_epoch"]) == pytest.approx(loss_mean, rel=1e-6)
     assert float(cm["d1"]) == 30.0 and float(cm["d2"]) == -1.0
     assert float(cm["total"]) == 10.0
@@ -179,7 +192,7 @@ def test_training_metrics_after_an_epoch(h: Any, make_trainer: Any) -> None:
     assert all(isinstance(v, float) for v in lm.values())
     # per step, then once at the epoch's end
     assert logger.steps_with("a_step") == [(1, 1.0), (2, 2.0), (3, 3.0)]
-    assert [m["loss_step"] for _, m in logger.records if "loss_step" in m] == pytest.approx([l for l, _ in model.train_losses])
+    assert [m["loss_step"] for _, m in logger.records if "loss_step" in m] == pytest.approx([loss for loss, _ in model.train_losses])
     epoch_records = [(s, m) for s, m in logger.records if "a_epoch" in m]
     assert len(epoch_records) == 1 and epoch_records[0][0] == 3
     assert epoch_records[0][1]["epoch"] == 0

@@ -4,13 +4,11 @@ validate/test/predict return, and the per-step dispatch tuples."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 
@@ -92,7 +90,10 @@ def test_default_slots(h: Any, tmp_path: Path) -> None:
     assert everything.progress_bar_callback is not None and everything.checkpoint_callback is everything.callbacks[-1]
     nothing = h.quiet_trainer(tmp_path)
     assert names(nothing) == [] and nothing.progress_bar_callback is None and nothing.checkpoint_callback is None
-    assert [cb.fills for cb in ember.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False).callbacks] == ["model_summary", "model_checkpoint"]
+    assert [cb.fills for cb in ember.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False).callbacks] == [
+        "model_summary",
+        "model_checkpoint",
+    ]
 
 
 def test_disabled_observers_write_nothing(h: Any, tmp_path: Path, capsys: Any) -> None:
@@ -211,7 +212,14 @@ def test_missing_steps_and_data_are_clear_errors(h: Any, make_trainer: Any) -> N
 
 
 # --------------------------------------------------------------------------- per-step dispatch
-PER_STEP = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad", "on_train_batch_start", "on_train_batch_end")
+PER_STEP = (
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_start",
+    "on_train_batch_end",
+)
 
 
 def test_unimplemented_per_step_hooks_are_empty_tuples(h: Any, make_trainer: Any) -> None:

@@ -14,7 +14,9 @@ from torch.utils.data import DataLoader
 import ember
 
 
-def _reference(h: Any, batches: list[Any], accumulate: int = 1, clip: tuple[float, str] | None = None, lr: float = 0.05) -> list[torch.Tensor]:
+def _reference(
+    h: Any, batches: list[Any], accumulate: int = 1, clip: tuple[float, str] | None = None, lr: float = 0.05
+) -> list[torch.Tensor]:
     """Plain PyTorch: loss / accumulate, step every ``accumulate`` batches and at the end."""
     model = h.Regressor(lr=lr)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
@@ -255,7 +257,7 @@ def test_accumulate_grad_batches_equals_a_hand_written_loop(h: Any, make_trainer
     batches = list(data)
     assert trainer.global_step == -(-len(batches) // accumulate)
     expected = _reference(h, batches, accumulate=accumulate)
-    assert all(torch.allclose(a, b, atol=1e-7, rtol=0) for a, b in zip(h.params_of(model), expected))
+    assert all(torch.allclose(a, b, atol=1e-7, rtol=0) for a, b in zip(h.params_of(model), expected, strict=False))
 
 
 def test_accumulation_fires_zero_grad_once_per_window(h: Any, make_trainer: Any) -> None:
@@ -341,7 +343,7 @@ def test_iterable_dataset_without_length(h: Any, make_trainer: Any) -> None:
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self) -> Any:
             data = h.regression_data(40)
-            return iter(zip(data.tensors[0], data.tensors[1]))
+            return iter(zip(data.tensors[0], data.tensors[1], strict=False))
 
     model = h.TrainOnly()
     trainer = make_trainer(max_epochs=2)

@@ -27,7 +27,13 @@ def test_double_precision_converts_modules_and_floating_inputs_only() -> None:
     assert (p.name, p.dtype) == ("64-true", torch.float64)
     module = p.convert_module(torch.nn.Linear(2, 2))
     assert all(t.dtype == torch.float64 for t in module.parameters())
-    batch = {"x": torch.zeros(3, 2), "ids": torch.arange(3), "pair": Pair(torch.ones(1), torch.tensor([1])), "items": [torch.zeros(1, dtype=torch.float16)], "name": "s"}
+    batch = {
+        "x": torch.zeros(3, 2),
+        "ids": torch.arange(3),
+        "pair": Pair(torch.ones(1), torch.tensor([1])),
+        "items": [torch.zeros(1, dtype=torch.float16)],
+        "name": "s",
+    }
     out = p.convert_input(batch)
     assert out["x"].dtype == torch.float64 and out["items"][0].dtype == torch.float64
     assert out["ids"].dtype == torch.int64 and out["pair"].label.dtype == torch.int64
@@ -58,7 +64,17 @@ def test_context_backward_and_step() -> None:
     p.load_state_dict({})
 
 
-@pytest.mark.parametrize("precision,dtype", [("64-true", torch.float64), ("64", torch.float64), (64, torch.float64), ("32-true", torch.float32), (32, torch.float32), (None, torch.float32)])
+@pytest.mark.parametrize(
+    "precision,dtype",
+    [
+        ("64-true", torch.float64),
+        ("64", torch.float64),
+        (64, torch.float64),
+        ("32-true", torch.float32),
+        (32, torch.float32),
+        (None, torch.float32),
+    ],
+)
 def test_fit_in_each_precision(make_trainer: Any, regressor: Any, loaders: Any, precision: Any, dtype: torch.dtype) -> None:
     seen: list[torch.dtype] = []
 
