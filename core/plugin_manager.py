@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.checkpoint_io.torch_io",
     "ember.plugins.environments.local",
     "ember.plugins.loggers.csv_logger",
+    "ember.plugins.loggers.tensorboard",
     "ember.plugins.callbacks.progress",
     "ember.plugins.callbacks.model_summary",
     "ember.plugins.callbacks.model_checkpoint",
