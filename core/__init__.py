@@ -13,17 +13,31 @@ from ember._version import __version__
 if TYPE_CHECKING:
     from ember.callback import Callback, Logger
     from ember.datamodule import DataModule
+    from ember.errors import EXIT_PREEMPTED, Preempted
     from ember.module import Module
     from ember.plugin_manager import hookimpl
     from ember.seed import seed_everything
     from ember.trainer import Trainer
 
-__all__ = ["Callback", "DataModule", "Logger", "Module", "Trainer", "__version__", "hookimpl", "seed_everything"]
+__all__ = [
+    "EXIT_PREEMPTED",
+    "Callback",
+    "DataModule",
+    "Logger",
+    "Module",
+    "Preempted",
+    "Trainer",
+    "__version__",
+    "hookimpl",
+    "seed_everything",
+]
 
 _LAZY = {
     "Callback": "ember.callback",
     "Logger": "ember.callback",
     "DataModule": "ember.datamodule",
+    "EXIT_PREEMPTED": "ember.errors",
+    "Preempted": "ember.errors",
     "Module": "ember.module",
     "hookimpl": "ember.plugin_manager",
     "seed_everything": "ember.seed",

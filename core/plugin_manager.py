@@ -54,6 +54,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.callbacks.model_checkpoint",
     "ember.plugins.callbacks.early_stopping",
     "ember.plugins.callbacks.lr_monitor",
+    "ember.plugins.callbacks.fault_tolerance",
 )
 
 

@@ -17,6 +17,7 @@ from ember import checkpointing, data, resolve
 from ember.callback import Callback, Logger
 from ember.datamodule import DataModule
 from ember.dispatch import Dispatch
+from ember.errors import Preempted
 from ember.loops.position import FitPosition, position_from_state, position_state
 from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
@@ -28,6 +29,7 @@ _DEFAULT_SLOTS = (
     ("progress_bar", "enable_progress_bar"),
     ("model_summary", "enable_model_summary"),
     ("model_checkpoint", "enable_checkpointing"),
+    ("fault_tolerance", "enable_fault_tolerance"),
 )
 
 
@@ -90,6 +92,8 @@ class Trainer:
         enable_checkpointing: bool | None = None,
         enable_progress_bar: bool | None = None,
         enable_model_summary: bool | None = None,
+        enable_fault_tolerance: bool | None = None,
+        auto_resume: bool = False,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: int | float | None = None,
         gradient_clip_algorithm: str | None = None,
@@ -138,6 +142,8 @@ class Trainer:
         self.enable_progress_bar = True if enable_progress_bar is None else enable_progress_bar
         self.enable_model_summary = True if enable_model_summary is None else enable_model_summary
         self.enable_checkpointing = (True if enable_checkpointing is None else enable_checkpointing) and not dev
+        self.enable_fault_tolerance = (True if enable_fault_tolerance is None else enable_fault_tolerance) and not dev
+        self.auto_resume = auto_resume
         self._apply_determinism(deterministic, benchmark)
 
         # -- plugins and roles, resolved once ------------------------------------
@@ -224,6 +230,12 @@ class Trainer:
         ordered += [cb for cb in self._default_callbacks if cb.fills not in {c.fills for c in ordered if c.fills}]
         # Checkpointing last, so it sees everything the other callbacks logged.
         return [cb for cb in ordered if cb.fills != "model_checkpoint"] + [cb for cb in ordered if cb.fills == "model_checkpoint"]
+
+    @property
+    def resume_checkpoint_path(self) -> str:
+        """Where a preempted run saves, and where ``auto_resume`` looks: a fixed
+        path under ``default_root_dir``, so a relaunch of the same command finds it."""
+        return os.path.join(self.default_root_dir, "checkpoints", "resume.ckpt")
 
     @property
     def lightning_module(self) -> Module | None:
@@ -442,9 +454,12 @@ class Trainer:
             self._setup(stage, ckpt_path)
             result = runner(self)
             self.state.status = "finished"
+            if stage == "fit" and self.auto_resume and self.is_global_zero and os.path.isfile(self.resume_checkpoint_path):
+                # Finished: a relaunch of the same command must start afresh, not "resume" a completed run.
+                self.strategy.remove_checkpoint(self.resume_checkpoint_path)
             return result
         except BaseException as exc:
-            self.interrupted = isinstance(exc, KeyboardInterrupt)
+            self.interrupted = isinstance(exc, (KeyboardInterrupt, Preempted))
             self.state.status = "interrupted" if self.interrupted else "failed"
             self._fire_on_exception(exc)
             raise
@@ -466,6 +481,8 @@ class Trainer:
         self._module_callbacks = [extra] if isinstance(extra, Callback) else list(extra or [])
         self._register_observers()
         self._dispatch = Dispatch(self._plugin_manager, module, Module)
+        if stage == "fit" and ckpt_path is None and self.auto_resume and os.path.isfile(self.resume_checkpoint_path):
+            ckpt_path = self.resume_checkpoint_path
         path = self._resolve_ckpt_path(ckpt_path, stage)
         checkpoint = self.strategy.load_checkpoint(path) if path is not None else None
         if checkpoint is not None:

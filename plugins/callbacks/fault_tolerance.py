@@ -1,0 +1,102 @@
+"""Checkpoints when a run is preempted or fails.
+
+Cluster schedulers (SLURM, Kubernetes, spot instances) announce preemption
+with SIGTERM and a grace period. ``FaultTolerance`` catches the signal, lets
+the current training step finish, writes ``trainer.resume_checkpoint_path``
+and ends the process with :data:`ember.EXIT_PREEMPTED`; a relaunch with
+``Trainer(auto_resume=True)`` (or ``ember fit --trainer.auto_resume true``)
+continues from it, exactly. With ``on_exception=True`` it also writes
+``on_exception.ckpt`` beside it when training raises, before the error goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import warnings
+from typing import Any
+
+from ember.callback import Callback
+from ember.errors import EXIT_PREEMPTED, Preempted
+from ember.plugin_manager import hookimpl
+
+
+class FaultTolerance(Callback):
+    fills = "fault_tolerance"
+
+    def __init__(
+        self, preemption: bool = True, on_exception: bool = False, signals: tuple[str, ...] = ("SIGTERM",), exit_code: int = EXIT_PREEMPTED
+    ) -> None:
+        unknown = [name for name in signals if not isinstance(getattr(signal, str(name), None), signal.Signals)]
+        if unknown:
+            raise ValueError(f"FaultTolerance(signals=...): unknown signal name(s) {unknown}; use names like 'SIGTERM' or 'SIGUSR1'.")
+        self.preemption = preemption
+        self.on_exception_checkpoint = on_exception
+        self.signals = tuple(getattr(signal, str(name)) for name in signals)
+        self.exit_code = exit_code
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    # -- signal handling ------------------------------------------------------
+    def _handle(self, signum: int, frame: Any) -> None:
+        # Only a flag: the step in progress finishes, then the loop saves.
+        self.received = signum
+
+    def on_fit_start(self, trainer: Any, module: Any) -> None:
+        self.received = None
+        if not self.preemption:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            warnings.warn("FaultTolerance: fit() is not running in the main thread, so preemption signals cannot be caught.", stacklevel=2)
+            return
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def teardown(self, trainer: Any, module: Any, stage: str) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _save_and_exit_if_signalled(self, trainer: Any) -> None:
+        if self.received is None:
+            return
+        name = signal.Signals(self.received).name
+        path = trainer.resume_checkpoint_path
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(
+                f"ember: {name} received; saved {path} after step {trainer.global_step}; exiting with status {self.exit_code}.", flush=True
+            )
+        raise Preempted(self.exit_code, signal_name=name, checkpoint=path)
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._save_and_exit_if_signalled(trainer)
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._save_and_exit_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+        self._save_and_exit_if_signalled(trainer)
+
+    # -- failures ---------------------------------------------------------------
+    def on_exception(self, trainer: Any, module: Any, exception: BaseException) -> None:
+        if not self.on_exception_checkpoint or isinstance(exception, Preempted) or trainer.state.fn != "fit" or not trainer.optimizers:
+            return
+        path = os.path.join(os.path.dirname(trainer.resume_checkpoint_path), "on_exception.ckpt")
+        try:
+            trainer.save_checkpoint(path)
+        except Exception as save_error:  # the original error is what the user must see
+            warnings.warn(f"FaultTolerance could not write {path}: {save_error}", stacklevel=2)
+            return
+        if trainer.is_global_zero:
+            print(f"ember: training raised {type(exception).__name__}; saved the state before the failing step to {path}.", flush=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
+@hookimpl
+def register_roles(registry):  # type: ignore[no-untyped-def]
+    registry.add("callback", "fault_tolerance", FaultTolerance)
