@@ -55,7 +55,8 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: The clock every run is timed with; see --clock.
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -220,12 +221,8 @@ def measure_steps(n: int, repeats: int, warmup: int, seed: int) -> dict[str, Any
         "raw_us": med["raw"],
         "ember_bare_us": med["ember_bare"],
         "ember_logging_us": med["ember_logging"],
-        "ember_bare_overhead_us": statistics.median(
-            e - r for e, r in zip(samples["ember_bare"], samples["raw"])
-        ),
-        "ember_logging_overhead_us": statistics.median(
-            e - r for e, r in zip(samples["ember_logging"], samples["raw"])
-        ),
+        "ember_bare_overhead_us": statistics.median(e - r for e, r in zip(samples["ember_bare"], samples["raw"], strict=True)),
+        "ember_logging_overhead_us": statistics.median(e - r for e, r in zip(samples["ember_logging"], samples["raw"], strict=True)),
         "samples_us": samples,
     }
     return result
@@ -292,7 +289,7 @@ def report(result: dict[str, Any]) -> str:
     ]
     header = ("", "time", "overhead vs raw", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
     out = [line(header), line(tuple("-" * w for w in widths)), *map(line, rows)]
     out.append(
         f"({result['steps']} vs {2 * result['steps']} steps, median of {result['repeats']} interleaved repetitions, {result['clock']} time; "
@@ -312,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "--clock",
         choices=sorted(CLOCKS),
         default="cpu",
-        help="cpu: the process's CPU time (default; robust when other processes compete for the cores), "
-        "wall: elapsed time",
+        help="cpu: the process's CPU time (default; robust when other processes compete for the cores), wall: elapsed time",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--check", action="store_true", help="exit 1 when a figure misses its target")

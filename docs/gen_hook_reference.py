@@ -24,8 +24,9 @@ import argparse
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 OUTPUT = Path(__file__).resolve().parent / "reference" / "hooks.md"
 
@@ -36,11 +37,7 @@ _TILDE_ROLE = re.compile(r":(?:class|func|meth|data|attr|mod|obj|exc):`~([^`]+)`
 
 def hook_functions(hookspecs: Any) -> list[Callable[..., Any]]:
     """The hook specifications of ``hookspecs``, in source order."""
-    found = [
-        obj
-        for name, obj in vars(hookspecs).items()
-        if callable(obj) and hasattr(obj, "ember_spec") and not name.startswith("_")
-    ]
+    found = [obj for name, obj in vars(hookspecs).items() if callable(obj) and hasattr(obj, "ember_spec") and not name.startswith("_")]
     return sorted(found, key=lambda fn: fn.__code__.co_firstlineno)
 
 

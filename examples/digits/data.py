@@ -45,9 +45,7 @@ class DigitsDataModule(ember.DataModule):
         try:
             import sklearn.datasets  # noqa: F401
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "The digits example needs scikit-learn: pip install 'ember[examples]'"
-            ) from exc
+            raise ImportError("The digits example needs scikit-learn: pip install 'ember[examples]'") from exc
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -61,9 +59,7 @@ class DigitsDataModule(ember.DataModule):
 
         held_out = self.val_fraction + self.test_fraction
         idx = torch.arange(len(y)).numpy()
-        train_idx, rest_idx = train_test_split(
-            idx, test_size=held_out, stratify=labels, random_state=self.split_seed
-        )
+        train_idx, rest_idx = train_test_split(idx, test_size=held_out, stratify=labels, random_state=self.split_seed)
         val_idx, test_idx = train_test_split(
             rest_idx,
             test_size=self.test_fraction / held_out,

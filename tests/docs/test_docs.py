@@ -50,8 +50,7 @@ def test_hook_reference_is_up_to_date() -> None:
     generated = _load_generator().render()
     committed = HOOKS_PAGE.read_text(encoding="utf-8") if HOOKS_PAGE.exists() else ""
     assert committed == generated, (
-        "docs/reference/hooks.md is out of date with ember/hookspecs.py: "
-        "run `python docs/gen_hook_reference.py` and commit the result."
+        "docs/reference/hooks.md is out of date with ember/hookspecs.py: run `python docs/gen_hook_reference.py` and commit the result."
     )
 
 
