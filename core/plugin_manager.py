@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.environments.local",
     "ember.plugins.loggers.csv_logger",
     "ember.plugins.loggers.tensorboard",
+    "ember.plugins.loggers.wandb",
     "ember.plugins.callbacks.progress",
     "ember.plugins.callbacks.model_summary",
     "ember.plugins.callbacks.model_checkpoint",

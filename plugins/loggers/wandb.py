@@ -1,0 +1,195 @@
+"""``WandbLogger``: metrics and hyperparameters to a Weights & Biases run.
+
+``wandb`` (``pip install 'ember[wandb]'``) is imported the first time the
+logger writes, not before; the run is started (``wandb.init``) then too.
+
+Where things go: ``{save_dir}/wandb/run-<time>-<id>/`` online,
+``{save_dir}/wandb/offline-run-<time>-<id>/`` with ``offline=True`` (or
+``WANDB_MODE=offline``); the records are in ``run-<id>.wandb`` inside it.
+``wandb sync`` uploads an offline run later.
+
+Resuming: the run id is saved in checkpoints, and a fit resumed from one calls
+``wandb.init(id=<that id>, resume="allow")``, so the metrics continue in the
+same run. Offline, every ``wandb.init`` writes a new run directory for the
+same id; ``wandb sync`` merges them in order.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ember.callback import Logger
+from ember.plugin_manager import hookimpl
+from ember.plugins.loggers._common import checkpoint_step, params_dict, require
+
+if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
+_EXIT_CODES = {"success": 0, "interrupted": 255}
+
+
+def _config_value(value: Any) -> Any:
+    """What ``run.config`` stores: plain values and containers as they are,
+    tensors and numpy scalars as numbers, anything else as its text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _config_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_config_value(v) for v in value]
+    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        return _config_value(vars(value))
+    if hasattr(value, "tolist"):
+        try:
+            return value.tolist()
+        except Exception:
+            pass
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value)
+
+
+class WandbLogger(Logger):
+    """Log to a W&B run, started lazily.
+
+    :param project: W&B project (W&B's default when ``None``).
+    :param name: display name of the run.
+    :param save_dir: the directory W&B writes its ``wandb/`` folder into.
+    :param id: an existing run's id to continue (with ``resume="allow"``);
+        ``None`` lets W&B pick one.
+    :param offline: write locally only (``mode="offline"``).
+    :param config: hyperparameters to start the run with.
+    :param init_kwargs: passed to ``wandb.init`` as they are (``entity``,
+        ``tags``, ``group``, ``settings``...).
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        name: str | None = None,
+        save_dir: str | os.PathLike[str] = ".",
+        id: str | None = None,
+        offline: bool = False,
+        config: dict[str, Any] | None = None,
+        **init_kwargs: Any,
+    ) -> None:
+        require("wandb", "WandbLogger", "wandb")
+        self._project = project
+        self._run_name = name
+        self._save_dir = os.fspath(save_dir)
+        self._id = id
+        self._offline = offline
+        self._config = dict(config or {})
+        self._init_kwargs = init_kwargs
+        self._run: Run | None = None
+        self._resume = id is not None
+        self._floor: int | None = None
+        self._last_step = -1
+        self._warned_step = False
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str | None:
+        """The project's name."""
+        return self._project
+
+    @property
+    def version(self) -> str | None:
+        """The run id (known once the run has started, or after a resume)."""
+        return self._id
+
+    @property
+    def id(self) -> str | None:
+        return self._id
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def experiment(self) -> Run:
+        """The ``wandb`` run; the first access starts it (``wandb.init``)."""
+        if self._run is None:
+            self._run = self._init()
+        return self._run
+
+    def _init(self) -> Run:
+        import wandb
+
+        os.makedirs(self._save_dir, exist_ok=True)
+        kwargs: dict[str, Any] = {"dir": self._save_dir, **self._init_kwargs}
+        if self._project is not None:
+            kwargs.setdefault("project", self._project)
+        if self._run_name is not None:
+            kwargs.setdefault("name", self._run_name)
+        if self._offline:
+            kwargs["mode"] = "offline"
+        if self._config:
+            kwargs.setdefault("config", _config_value(self._config))
+        if self._id is not None:
+            kwargs["id"] = self._id
+            if self._resume:
+                kwargs.setdefault("resume", "allow")
+        run = wandb.init(**kwargs)
+        self._id = run.id
+        self._resume = True  # any later start (after finalize, or from a checkpoint) continues this run
+        self._last_step = -1
+        return run
+
+    # ------------------------------------------------------------------ logging
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self._floor is not None and step <= self._floor:
+            return  # written by the run the checkpoint came from
+        if step < self._last_step:
+            if not self._warned_step:
+                self._warned_step = True
+                warnings.warn(
+                    f"WandbLogger: step {step} is lower than the last one logged ({self._last_step}); W&B drops such rows.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return
+        run = self.experiment
+        self._last_step = step
+        run.log(metrics, step=step)
+
+    def log_hyperparams(self, params: Any) -> None:
+        params = params_dict(params)
+        if params:
+            self.experiment.config.update(_config_value(params), allow_val_change=True)
+
+    def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
+        # W&B keeps one row per step and drops rows at or below the last
+        # step it has: the resumed run starts after the checkpoint's step.
+        self._floor = checkpoint_step(checkpoint)
+
+    def finalize(self, status: str) -> None:
+        """Finish the run (``run.finish``). Logging again restarts it with the
+        same id."""
+        self._floor = None
+        if self._run is not None:
+            run, self._run = self._run, None
+            run.finish(exit_code=_EXIT_CODES.get(status, 1))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"id": self._id, "project": self._project}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        run_id = state_dict.get("id")
+        if run_id is None:
+            return
+        if self._run is not None and self._run.id != run_id:
+            self.finalize("success")
+        self._id = run_id
+        self._resume = True
+
+    def __repr__(self) -> str:
+        return f"WandbLogger(project={self._project!r}, save_dir={self._save_dir!r}, id={self._id!r})"
+
+
+@hookimpl
+def register_roles(registry: Any) -> None:
+    registry.add("logger", "wandb", WandbLogger)
