@@ -5,6 +5,7 @@
     ember fit | validate | test | predict [--config PATH] [--ckpt_path PATH] [--trainer.max_epochs 3 ...]
     ember config [--config PATH] [--json] [overrides ...]
     ember plugins [--json]
+    ember checkpoint inspect PATH [--json]
     ember --version
 
 Exit status: 0 on success, 2 for a usage or stack error, 1 when training fails.
@@ -113,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list plugins: hooks, roles, failures", allow_abbrev=False)
     config_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    from ember import checkpoint_cli  # standard library only at import time
+
+    checkpoint_cli.add_parser(sub)
     return parser
 
 
@@ -127,9 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if overrides and args.command == "plugins":
-        print(f"error: `ember plugins` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
+    if overrides and args.command in ("plugins", "checkpoint"):
+        print(f"error: `ember {args.command}` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
         return 2
+    if args.command == "checkpoint":
+        from ember import checkpoint_cli
+
+        return checkpoint_cli.run(args)
     from ember.stack import StackError
 
     try:
