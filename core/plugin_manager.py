@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.loggers.csv_logger",
     "ember.plugins.loggers.tensorboard",
     "ember.plugins.loggers.wandb",
+    "ember.plugins.loggers.mlflow",
     "ember.plugins.callbacks.progress",
     "ember.plugins.callbacks.model_summary",
     "ember.plugins.callbacks.model_checkpoint",

@@ -1,0 +1,174 @@
+"""MLflowLogger: real fits into a local SQLite store (and a file store), read
+back with ``MlflowClient.get_metric_history``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mlflow", reason="MLflowLogger needs mlflow-skinny (pip install 'ember[mlflow]')")
+
+from logger_testkit import (  # noqa: E402
+    LoggedModule,
+    Recorder,
+    assert_lazy_import,
+    assert_same_series,
+    check_series_shape,
+    run_fit,
+)
+
+from ember.plugins.callbacks import ModelCheckpoint  # noqa: E402
+from ember.plugins.loggers.mlflow import MLflowLogger  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty, migrated MLflow SQLite database. Creating one runs MLflow's
+    schema migrations (seconds); the tests copy this one instead."""
+    from mlflow import MlflowClient
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    path = str(tmp_path_factory.mktemp("mlflow_template") / "mlflow.db")
+    MlflowClient(tracking_uri="sqlite:///" + path).search_experiments()
+    return path
+
+
+@pytest.fixture
+def db(template_db: str, tmp_path: Any) -> Any:
+    """``db(directory)`` puts a fresh database at ``{directory}/mlflow.db``,
+    where an MLflowLogger(save_dir=directory) looks for it."""
+
+    def place(directory: Any = tmp_path) -> None:
+        os.makedirs(directory, exist_ok=True)
+        shutil.copyfile(template_db, os.path.join(directory, "mlflow.db"))
+
+    return place
+
+
+def history(logger: MLflowLogger) -> dict[str, list[tuple[int, float]]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=logger.tracking_uri)
+    run = client.get_run(logger.version)
+    out = {}
+    for key in run.data.metrics:
+        points = sorted(client.get_metric_history(logger.version, key), key=lambda m: (m.step, m.timestamp))
+        out[key] = [(m.step, m.value) for m in points]
+    return out
+
+
+def run_info(logger: MLflowLogger) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=logger.tracking_uri).get_run(logger.version)
+
+
+def test_module_import_and_trainer_do_not_import_mlflow():
+    assert_lazy_import("ember.plugins.loggers.mlflow", ("mlflow",))
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_fit_metrics_match_what_was_logged(db, tmp_path, every, monkeypatch):
+    cwd = tmp_path.parent / f"{tmp_path.name}_cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    recorder = Recorder()
+    logger = MLflowLogger(save_dir=tmp_path, run_name="first", tags={"team": "ember"})
+    assert logger.version is None and not os.listdir(tmp_path), "nothing happens before the first write"
+    db()
+    run_fit(tmp_path, [recorder, logger], epochs=3, every=every)
+    assert logger.tracking_uri == "sqlite:///" + str(tmp_path / "mlflow.db")
+    expected = recorder.series()
+    check_series_shape(expected, epochs=3, every=every)
+    assert_same_series(history(logger), expected)
+    run = run_info(logger)
+    assert run.info.status == "FINISHED" and run.info.run_name == "first" and run.data.tags["team"] == "ember"
+    assert os.listdir(cwd) == [], "nothing is written to the working directory"
+
+
+def test_params_flattened_as_text(db, tmp_path):
+    db()
+    logger = MLflowLogger(save_dir=tmp_path)
+    run_fit(tmp_path, [logger], epochs=1, module=LoggedModule(lr=0.02, note="hi", opt={"beta": 0.9, "kind": None}))
+    params = run_info(logger).data.params
+    assert params == {"lr": "0.02", "width": "4", "note": "hi", "opt/beta": "0.9", "opt/kind": "None"}
+
+
+def test_changed_param_keeps_first_value_with_a_warning(db, tmp_path):
+    db()
+    logger = MLflowLogger(save_dir=tmp_path)
+    logger.log_hyperparams({"lr": 0.1, "bs": 8})
+    logger.log_hyperparams({"lr": 0.1, "bs": 8})  # the same again: fine
+    with pytest.warns(UserWarning, match="bs"):
+        logger.log_hyperparams({"bs": 16, "new": 1})
+    logger.finalize("success")
+    assert run_info(logger).data.params == {"lr": "0.1", "bs": "8", "new": "1"}
+
+
+def test_resume_continues_the_same_run_and_steps(db, tmp_path):
+    reference = Recorder()
+    run_fit(tmp_path / "ref", [reference], epochs=4)
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+    db()
+    first = MLflowLogger(save_dir=tmp_path)
+    run_fit(tmp_path, [first], epochs=2, callbacks=[ckpt], enable_checkpointing=True)
+    resumed = MLflowLogger(save_dir=tmp_path)
+    run_fit(tmp_path, [resumed], epochs=4, ckpt_path=ckpt.last_model_path)
+    assert resumed.version == first.version
+    assert_same_series(history(resumed), reference.series(), rel=1e-5)
+    assert run_info(resumed).info.status == "FINISHED"
+
+
+def test_failed_fit_marks_the_run_failed(db, tmp_path):
+    class Boom(LoggedModule):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if self.global_step == 2:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    db()
+    logger = MLflowLogger(save_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_fit(tmp_path, [logger], epochs=1, module=Boom())
+    assert run_info(logger).info.status == "FAILED"
+    assert [s for s, _ in history(logger)["train_loss"]] == [1, 2], "buffered metrics are written when the run ends"
+
+
+def test_buffering_and_key_sanitising(db, tmp_path):
+    db()
+    logger = MLflowLogger(save_dir=tmp_path, flush_logs_every_n_steps=3, flush_secs=3600)
+    for step in range(2):
+        logger.log_metrics({"acc@1": float(step)}, step)
+    assert logger.version is None, "two calls stay in memory"
+    logger.log_metrics({"acc@1": 2.0, "epoch": 0}, 2)
+    logger.log_metrics({"epoch": 0}, 2)  # a repeat at the same step is dropped
+    logger.finalize("success")
+    assert history(logger) == {"acc_1": [(0, 0.0), (1, 1.0), (2, 2.0)], "epoch": [(2, 0.0)]}
+
+
+def test_file_store_with_an_explicit_uri(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    logger = MLflowLogger(tracking_uri=str(tmp_path / "mlruns"), experiment_name="files")
+    recorder = Recorder()
+    run_fit(tmp_path, [recorder, logger], epochs=1)
+    assert_same_series(history(logger), recorder.series())
+    assert os.path.isdir(tmp_path / "mlruns" / run_info(logger).info.experiment_id / logger.version)
+
+
+def test_registered_by_name(tmp_path):
+    import ember
+
+    trainer = ember.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    logger = trainer._registry.create("logger", "mlflow", save_dir=tmp_path)
+    assert isinstance(logger, MLflowLogger)
