@@ -297,6 +297,8 @@ def _size(n: int) -> str:
 def _kv(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_kv(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return "[" + ", ".join(_kv(v) for v in value) + "]"
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)

@@ -189,7 +189,9 @@ def test_text_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "notes.ckpt"
     for text in ("not a checkpoint\n", "hello"):
         path.write_text(text)
-        _assert_error(*_run(["checkpoint", "inspect", str(path)], capsys), path, "Could not read checkpoint", "corrupted or in some other format")
+        _assert_error(
+            *_run(["checkpoint", "inspect", str(path)], capsys), path, "Could not read checkpoint", "corrupted or in some other format"
+        )
 
 
 def test_torch_file_that_is_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
