@@ -100,8 +100,12 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
 
 
 def restore_module(trainer: Trainer, checkpoint: dict[str, Any], path: str, strict: bool = True) -> None:
-    """Load weights, reporting a mismatch by key and shape."""
-    module = trainer.module
+    """Load the trainer's module weights from ``checkpoint``."""
+    load_weights(trainer.module, checkpoint, path, strict)
+
+
+def load_weights(module: torch.nn.Module, checkpoint: dict[str, Any], path: str, strict: bool = True) -> None:
+    """Load weights, reporting a mismatch by key and shape and naming the file."""
     state = checkpoint["state_dict"]
     own = module.state_dict()
     mismatched = [

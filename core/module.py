@@ -249,13 +249,13 @@ class Module(HyperparametersMixin, torch.nn.Module):
     def load_from_checkpoint(cls, checkpoint_path: str, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Module:
         """Rebuild the module from a checkpoint: its saved hyperparameters
         (overridden by ``kwargs``) go to ``__init__``, then the weights load."""
-        from ember.checkpointing import load_checkpoint_file
+        from ember.checkpointing import load_checkpoint_file, load_weights
 
         checkpoint = load_checkpoint_file(checkpoint_path, map_location)
         init_args = {**checkpoint.get("hyper_parameters", {}), **kwargs}
         module = cls(**init_args)
         module.on_load_checkpoint(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"], strict=strict)
+        load_weights(module, checkpoint, str(checkpoint_path), strict)
         return module
 
     # ------------------------------------------------------------------ hooks (no-ops; see ember.hookspecs)

@@ -159,7 +159,9 @@ class Results:
         if isinstance(value, torch.Tensor):
             if not enable_graph:
                 value = value.detach()
-        elif not isinstance(value, (int, float)):
+        elif isinstance(value, (int, float)):
+            value = torch.tensor(float(value))  # callback_metrics promise tensors
+        else:
             raise TypeError(f"self.log({name!r}, ...) got a {type(value).__name__}; log a number or a scalar tensor.")
         entry.last = value
         entry.fresh = True
@@ -230,7 +232,8 @@ class Results:
                 if value is not None:
                     out[entry.name + "_epoch" if entry.on_step else entry.name] = value
             if entry.on_step and entry.last is not None:
-                out[entry.name] = entry.last
+                if entry.name not in self.epoch_values:  # after the epoch, the plain name is the epoch value
+                    out[entry.name] = entry.last
                 if entry.on_epoch:
                     out[entry.name + "_step"] = entry.last
         return out

@@ -76,7 +76,8 @@ def _sanity_check(trainer: Trainer) -> None:
 
 
 def _min_reached(trainer: Trainer) -> bool:
-    return trainer.current_epoch + 1 >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
+    """Whether a stop request may end training in the middle of this epoch."""
+    return trainer.current_epoch >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
 
 
 def _fit_done(trainer: Trainer) -> bool:
@@ -228,12 +229,15 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
             stepped = trainer.global_step != before
         if stepped and trainer.lr_scheduler_configs:
             _step_step_schedulers(trainer)
+        stop_requested = trainer.should_stop and _min_reached(trainer)
         stopping = (
-            (max_steps != -1 and trainer.global_step >= max_steps)
-            or (trainer.should_stop and _min_reached(trainer))
+            stop_requested
+            or (max_steps != -1 and trainer.global_step >= max_steps)
             or (max_time is not None and time.monotonic() - trainer._fit_started >= max_time)
         )
-        validate_now = val_enabled and ((batch_idx + 1) % val_every == 0 or is_last or stopping)
+        # Validate every `val_every` batches (at the epoch's end when that is
+        # unknown), and before honouring a stop request, so that its metrics are fresh.
+        validate_now = val_enabled and ((batch_idx + 1) % val_every == 0 or (val_every == math.inf and is_last) or stop_requested)
         # A checkpoint written from here on resumes after this batch.
         position.batches_done = batch_idx + 1
         position.val_pending = validate_now

@@ -47,18 +47,31 @@ class TorchCheckpointIO:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Checkpoint {path!r} does not exist. Check the path, or pass ckpt_path='last' / 'best'.")
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+            raise CheckpointLoadError(
+                f"Could not read checkpoint {path!r}: the file is truncated, corrupted or not a torch checkpoint "
+                "(its zip directory is missing, as when a crash or an interrupted copy cuts a file short). "
+                "Use an earlier checkpoint, e.g. ckpt_path='last'."
+            )
+        if head[:2] != b"PK" and head[:1] != b"\x80":
+            raise CheckpointLoadError(
+                f"{path!r} is not a checkpoint: it is neither a torch zip archive nor a pickle (it starts with {head!r}). "
+                "Pass a file written by trainer.save_checkpoint or ModelCheckpoint."
+            )
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise CheckpointLoadError(
                 f"Refused to load {path!r}: it contains objects outside the types ember allows "
                 f"(tensors, numbers, strings and containers of them), so it was not unpickled. "
-                f"Only load checkpoints you trust with other tools. Detail: {exc}"
+                f"Only load checkpoints you trust with other tools. Detail: {str(exc).splitlines()[0]}"
             ) from None
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
             raise CheckpointLoadError(
                 f"Could not read checkpoint {path!r}: the file is truncated, corrupted or not a torch checkpoint "
-                f"({type(exc).__name__}: {exc}). Use an earlier checkpoint, e.g. ckpt_path='last'."
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Use an earlier checkpoint, e.g. ckpt_path='last'."
             ) from None
         if not isinstance(checkpoint, dict):
             raise CheckpointLoadError(f"{path!r} holds a {type(checkpoint).__name__}, not an ember checkpoint dictionary.")

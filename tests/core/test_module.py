@@ -370,11 +370,6 @@ def test_load_from_checkpoint_calls_on_load_checkpoint(h: Any, make_trainer: Any
     assert Noting.load_from_checkpoint(str(tmp_path / "n.ckpt")).note == "hello"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug: Module.load_from_checkpoint calls torch's load_state_dict directly, so a mismatched checkpoint "
-    "raises torch's RuntimeError without the file name (trainer paths use checkpointing.restore_module, which names it)",
-)
 def test_load_from_checkpoint_of_another_model_names_the_file(h: Any, make_trainer: Any, tmp_path: Any) -> None:
     trainer = make_trainer(max_epochs=1)
     trainer.fit(h.Regressor(), h.loader(16, 8))

@@ -255,11 +255,6 @@ def test_two_validation_dataloaders_get_suffixed_keys(h: Any, make_trainer: Any)
     assert results == [{"n/dataloader_idx_0": 10.0, "shared": 1.0}, {"n/dataloader_idx_1": 3.0, "shared": 1.0}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug: Results.live_metrics overwrites the epoch value of a metric logged with on_step and on_epoch "
-    "by its last step value, so after the epoch callback_metrics['a'] is the last step, not the epoch mean (Lightning gives the epoch mean)",
-)
 def test_plain_name_holds_the_epoch_value_after_the_epoch(make_trainer: Any) -> None:
     trainer = make_trainer(max_epochs=1)
     trainer.fit(_Logs(), _uneven_loader())
@@ -283,11 +278,6 @@ def test_epoch_aggregates_are_visible_in_on_train_epoch_end(make_trainer: Any) -
     assert seen == [pytest.approx(1.0), pytest.approx(11.0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug: callback_metrics is documented as name -> tensor, but step-level values logged as Python numbers "
-    "are stored as they came (Results.log keeps int/float), so trainer.callback_metrics['a_step'].item() fails",
-)
 def test_callback_metrics_are_tensors(make_trainer: Any) -> None:
     trainer = make_trainer(max_epochs=1)
     trainer.fit(_Logs(), _uneven_loader())

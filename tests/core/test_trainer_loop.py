@@ -91,11 +91,6 @@ def test_min_epochs_overrides_an_early_stop_request(h: Any, make_trainer: Any) -
     assert len(model.train_batches) >= 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel bug: loops/fit.py _min_reached uses current_epoch + 1 >= min_epochs, so a stop request lets the "
-    "min_epochs-th epoch end after one batch; min_epochs=3 trains 2 epochs and 1 batch (Lightning: 3 whole epochs)",
-)
 def test_min_epochs_are_whole_epochs(h: Any, make_trainer: Any) -> None:
     model = h.Regressor()
     trainer = make_trainer(max_epochs=5, min_epochs=3, callbacks=[_StopAt(0, 0)])
@@ -206,11 +201,6 @@ def test_check_val_every_n_epoch_over_more_epochs(h: Any, make_trainer: Any) -> 
     assert [epoch for epoch, _ in counter.val_runs] == [2, 5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kernel divergence from Lightning: loops/fit.py _train_epoch also validates on the epoch's last batch when an "
-    "int val_check_interval does not divide the epoch (4 batches, interval 3: ember validates after batches 3 and 4, Lightning after 3 only)",
-)
 def test_int_val_check_interval_validates_only_on_multiples(h: Any, make_trainer: Any) -> None:
     counter = h.Counter()
     make_trainer(max_epochs=1, val_check_interval=3, callbacks=[counter]).fit(h.Regressor(), h.loader(32, 8), h.loader(16, 8))
