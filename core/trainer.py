@@ -218,6 +218,10 @@ class Trainer:
         for slot, flag in _DEFAULT_SLOTS:
             if slot in filled or not getattr(self, flag):
                 continue
+            if slot not in registry.names("callback"):
+                # The plugin that provides this default was disabled (or is not
+                # installed): disabling it is how a user opts out, so say nothing.
+                continue
             defaults.append(registry.create("callback", slot))
         return defaults
 

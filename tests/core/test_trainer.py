@@ -247,3 +247,10 @@ def test_overriding_callbacks_and_modules_appear_in_the_dispatch(h: Any, make_tr
     assert len(trainer._dispatch.on_before_backward) == 2
     assert trainer._dispatch.on_after_backward == ()
     assert calls == ["callback", "module"] * 2
+
+
+def test_disabling_the_plugin_of_a_default_slot_drops_that_default(tmp_path) -> None:
+    trainer = ember.Trainer(disable_plugins=["fault_tolerance", "progress"], logger=False, default_root_dir=tmp_path)
+    fills = {cb.fills for cb in trainer.callbacks}
+    assert "fault_tolerance" not in fills and "progress_bar" not in fills
+    assert "model_checkpoint" in fills
