@@ -184,6 +184,19 @@ class ClusterEnvironment(Protocol):
     def main_port(self) -> int: ...
 
 
+class Launcher(Protocol):
+    """Optional ``strategy.launcher``: starts the processes of a run (for
+    example ``ddp_spawn``). ``Trainer.fit/validate/test/predict`` call
+    ``launch(function, *args)`` when ``should_launch()`` is true; each worker
+    then calls ``function(*args)`` on its own copy of the trainer, and
+    ``launch`` returns what rank zero's call returned. Strategies whose
+    processes are started from outside (``torchrun``, ``srun``) have none."""
+
+    def should_launch(self) -> bool: ...
+
+    def launch(self, function: Callable[..., Any], *args: Any) -> Any: ...
+
+
 @runtime_checkable
 class Strategy(Protocol):
     """How the module is placed on devices and how processes cooperate."""

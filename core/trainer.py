@@ -372,9 +372,7 @@ class Trainer:
         or ``"best"``) resumes training from a checkpoint."""
         if isinstance(train_dataloaders, DataModule):
             datamodule, train_dataloaders = train_dataloaders, None
-        from ember.loops.fit import run_fit
-
-        self._run("fit", model, datamodule, {"train": train_dataloaders, "val": val_dataloaders}, ckpt_path, run_fit)
+        self._run("fit", model, datamodule, {"train": train_dataloaders, "val": val_dataloaders}, ckpt_path, {})
 
     def validate(
         self,
@@ -410,29 +408,25 @@ class Trainer:
         predictions (a list per dataloader when there are several)."""
         if isinstance(dataloaders, DataModule):
             datamodule, dataloaders = dataloaders, None
-        from ember.loops.evaluate import run_predict
-
-        def runner(trainer: Trainer) -> Any:
-            return run_predict(trainer, return_predictions)
-
-        return self._run("predict", model, datamodule, {"predict": dataloaders}, ckpt_path, runner)
+        return self._run("predict", model, datamodule, {"predict": dataloaders}, ckpt_path, {"return_predictions": return_predictions})
 
     def _evaluate(
         self, fn: str, model: Module | None, dataloaders: Any, ckpt_path: str | None, verbose: bool, datamodule: DataModule | None
     ) -> list[dict[str, float]]:
         if isinstance(dataloaders, DataModule):
             datamodule, dataloaders = dataloaders, None
-        from ember.loops.evaluate import run_eval_entry
-
-        def runner(trainer: Trainer) -> Any:
-            return run_eval_entry(trainer, fn, verbose)
-
         kind = "val" if fn == "validate" else "test"
-        return self._run(fn, model, datamodule, {kind: dataloaders}, ckpt_path, runner)
+        return self._run(fn, model, datamodule, {kind: dataloaders}, ckpt_path, {"verbose": verbose})
 
     # ------------------------------------------------------------------ run orchestration
     def _run(
-        self, fn: str, model: Module | None, datamodule: DataModule | None, loaders: dict[str, Any], ckpt_path: str | None, runner: Any
+        self,
+        fn: str,
+        model: Module | None,
+        datamodule: DataModule | None,
+        loaders: dict[str, Any],
+        ckpt_path: str | None,
+        options: dict[str, Any],
     ) -> Any:
         model = model if model is not None else self.module
         if model is None:
@@ -453,10 +447,26 @@ class Trainer:
         self.should_stop = False
         self.interrupted = False
         self._explicit_loaders = loaders
-        stage = fn
+        launcher = getattr(self.strategy, "launcher", None)
+        if launcher is not None and launcher.should_launch():
+            # e.g. ddp_spawn: the launcher starts the worker processes, each of
+            # which calls _run_stage on its copy of this trainer.
+            return launcher.launch(self._run_stage, fn, ckpt_path, options)
+        return self._run_stage(fn, ckpt_path, options)
+
+    def _run_stage(self, stage: str, ckpt_path: str | None, options: dict[str, Any]) -> Any:
+        """Set up, run the loop of ``stage`` and tear down, in this process."""
+        from ember.loops.evaluate import run_eval_entry, run_predict
+        from ember.loops.fit import run_fit
+
         try:
             self._setup(stage, ckpt_path)
-            result = runner(self)
+            if stage == "fit":
+                result = run_fit(self)
+            elif stage == "predict":
+                result = run_predict(self, options["return_predictions"])
+            else:
+                result = run_eval_entry(self, stage, options["verbose"])
             self.state.status = "finished"
             if stage == "fit" and self.auto_resume and self.is_global_zero and os.path.isfile(self.resume_checkpoint_path):
                 # Finished: a relaunch of the same command must start afresh, not "resume" a completed run.
