@@ -138,7 +138,9 @@ class Precision(Protocol):
         """Back-propagate ``loss`` (scaling it first where needed)."""
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
-        """Undo loss scaling on ``optimizer``'s gradients before clipping."""
+        """Undo loss scaling on ``optimizer``'s gradients before clipping. A
+        precision that never scales may set ``scales_gradients = False`` so the
+        loop skips the call."""
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         """Step ``optimizer``."""

@@ -25,7 +25,12 @@ def _context(trainer: Trainer) -> Any:
 
 
 def run_evaluation(
-    trainer: Trainer, stage: str, loaders: list[Any], limits: list[float], sanity: bool = False, before_end: Callable[[], None] | None = None
+    trainer: Trainer,
+    stage: str,
+    loaders: list[Any],
+    limits: list[float],
+    sanity: bool = False,
+    before_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loaders``; returns the epoch-level metrics (tensors).
     ``before_end`` runs after the metrics are reduced, before the ``on_*_end``

@@ -159,6 +159,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     max_steps = trainer.max_steps
     max_time = trainer.max_time
     to_device = strategy.batch_to_device
+    moves_batches = getattr(strategy, "moves_batches", True)
 
     # The random state that decides this epoch's order is taken right before
     # iter(): a resumed run restores it there, replays the order, skips what
@@ -196,11 +197,11 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     # whatever the loop does around them, which exact resume relies on.
     known_length = limit != math.inf
     batch_idx = skip - 1
-    pending = _END if known_length else _next(iterator)
+    pending = _END if known_length else next(iterator, _END)
     exhausted_early = False
     while batch_idx + 1 < limit:
         if known_length:
-            batch = _next(iterator)
+            batch = next(iterator, _END)
             if batch is _END:
                 exhausted_early = batch_idx >= 0
                 break
@@ -209,11 +210,13 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
             batch = pending
             if batch is _END:
                 break
-            pending = _next(iterator)
+            pending = next(iterator, _END)
             is_last = pending is _END
         batch_idx += 1
-        batch = to_device(batch)
-        results.new_batch(batch)
+        if moves_batches:
+            batch = to_device(batch)
+        results.batch = batch  # the batch size is inferred from it only if self.log needs it
+        results._batch_size = None
         if batch_start:
             response = None
             for fn in batch_start:
@@ -266,13 +269,6 @@ def _should_stop_now(trainer: Trainer, max_steps: int, max_time: float | None) -
 
 
 _END = object()
-
-
-def _next(iterator: Any) -> Any:
-    try:
-        return next(iterator)
-    except StopIteration:
-        return _END
 
 
 def _detached_outputs(output: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +141,17 @@ class AutomaticOptimization:
         self.first = True
         self.closure = self._closure
         self.step_closure = self._step_closure
+        # Resolved once per epoch so that a plain step makes no calls it does
+        # not need: no context manager when the precision has none, no hook
+        # loops when nobody implements the hooks, no clipping when not asked.
+        self.null_context = isinstance(self.precision.forward_context(), contextlib.nullcontext)
+        self.hooked_backward = bool(self.dispatch.on_before_backward or self.dispatch.on_after_backward)
+        self.strategy_backward = trainer.strategy.backward
+        self.plain_step = (
+            not getattr(self.precision, "scales_gradients", True)
+            and not self.dispatch.on_before_optimizer_step
+            and not (trainer.gradient_clip_val or trainer._clipping_overridden)
+        )
 
     def run(self, batch: Any, batch_idx: int, is_last_batch: bool) -> tuple[Any, bool]:
         """Returns ``(training_step output, whether the optimizer stepped)``."""
@@ -174,17 +186,19 @@ class AutomaticOptimization:
 
     def _step_closure(self) -> Any:
         loss = self._closure()
+        if self.plain_step:
+            return loss
         _before_step(self.trainer, self.module, self.optimizer)
         return loss
 
     def _closure(self) -> Any:
         trainer = self.trainer
         placed = self.placed
-        with self.precision.forward_context():
-            if placed is self.module:
-                output = placed.training_step(self.batch, self.batch_idx)
-            else:
-                output = placed(self.batch, self.batch_idx)
+        if self.null_context:
+            output = placed.training_step(self.batch, self.batch_idx) if placed is self.module else placed(self.batch, self.batch_idx)
+        else:
+            with self.precision.forward_context():
+                output = placed.training_step(self.batch, self.batch_idx) if placed is self.module else placed(self.batch, self.batch_idx)
         loss = output if isinstance(output, torch.Tensor) else _loss_of(output)
         if self.first:
             hooks = self.dispatch.on_before_zero_grad
@@ -200,7 +214,11 @@ class AutomaticOptimization:
             if not self.window_has_grads:
                 raise _SkipStep
             return None
-        backward(trainer, loss / self.accumulate if self.accumulate > 1 else loss)
+        scaled = loss / self.accumulate if self.accumulate > 1 else loss
+        if self.hooked_backward:
+            backward(trainer, scaled)
+        else:
+            self.strategy_backward(scaled, placed)
         self.window_has_grads = True
         self.output = output
         return loss

@@ -18,9 +18,17 @@ _NO_CONTEXT = contextlib.nullcontext()
 class TruePrecision:
     """Parameters and inputs in one floating-point dtype, no autocast."""
 
+    #: No loss scaling, so ``unscale_gradients`` is a no-op the loop may skip.
+    scales_gradients = False
+
     def __init__(self, dtype: torch.dtype = torch.float32, name: str = "32-true") -> None:
         self.dtype = dtype
         self.name = name
+
+    @property
+    def converts_input(self) -> bool:
+        """Whether ``convert_input`` changes anything (strategies skip it otherwise)."""
+        return self.dtype != torch.float32
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
         return module if self.dtype == torch.float32 else module.to(dtype=self.dtype)

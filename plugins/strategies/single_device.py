@@ -50,6 +50,8 @@ class SingleDeviceStrategy:
         self._device = device or torch.device("cpu")
         # CPU tensors need no transfer; skipping the walk keeps the step cheap.
         self._needs_transfer = self._device.type != "cpu"
+        #: False when batch_to_device would return the batch unchanged, so the loop skips the call.
+        self.moves_batches = self._needs_transfer or getattr(precision, "converts_input", True)
 
     @property
     def root_device(self) -> torch.device:
