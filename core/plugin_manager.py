@@ -44,9 +44,12 @@ hookimpl = pluggy.HookimplMarker("ember")
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.accelerators.cpu",
     "ember.plugins.strategies.single_device",
+    "ember.plugins.strategies.ddp",
     "ember.plugins.precision.true_precision",
     "ember.plugins.checkpoint_io.torch_io",
     "ember.plugins.environments.local",
+    "ember.plugins.environments.torchelastic",
+    "ember.plugins.environments.slurm",
     "ember.plugins.loggers.csv_logger",
     "ember.plugins.loggers.tensorboard",
     "ember.plugins.loggers.wandb",
