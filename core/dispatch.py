@@ -47,38 +47,48 @@ def _through_pluggy(caller: Any, argnames: tuple[str, ...]) -> Callable[..., Any
     return lambda *args: caller(**dict(zip(argnames, args, strict=False)))
 
 
-def resolve(pm: PluginManager, name: str, module: Any = None, module_base: type | None = None) -> Hook:
-    """The callables for hook ``name``, in firing order."""
+Owned = tuple[str, Callable[..., Any]]
+
+
+def resolve_owned(pm: PluginManager, name: str, module: Any = None, module_base: type | None = None) -> list[Owned]:
+    """``(owner, callable)`` for hook ``name`` in firing order; the owner is the
+    plugin's registered name (``callback:ModelCheckpoint``, a module path, or
+    ``module:<class>`` for the user's module)."""
     argnames = spec_argnames(name)
     caller = getattr(pm.hook, name)
     impls = caller.get_hookimpls()
     if any(i.hookwrapper or i.wrapper for i in impls):
-        fns: list[Callable[..., Any]] = [_through_pluggy(caller, argnames)]
+        owned: list[Owned] = [("pluggy", _through_pluggy(caller, argnames))]
     else:
         # pluggy calls the last-registered first; callbacks were registered in
         # reverse so that they fire in the order the user listed them.
-        fns = [_from_impl(i, argnames) for i in reversed(impls)]
+        owned = [(i.plugin_name, _from_impl(i, argnames)) for i in reversed(impls)]
     if module is not None and name in MODULE_HOOKS and module_base is not None:
         method = getattr(type(module), name, None)
         if method is not None and method is not getattr(module_base, name, None):
-            fns.append(positional_adapter(getattr(module, name), argnames, skip=2))
-    return tuple(fns)
+            owned.append((f"module:{type(module).__name__}", positional_adapter(getattr(module, name), argnames, skip=2)))
+    return owned
+
+
+def resolve(pm: PluginManager, name: str, module: Any = None, module_base: type | None = None) -> Hook:
+    """The callables for hook ``name``, in firing order."""
+    return tuple(fn for _, fn in resolve_owned(pm, name, module, module_base))
+
+
+#: ``wrap(hook_name, owner, fn) -> fn``: lets a profiler time every implementation.
+Wrap = Callable[[str, str, Callable[..., Any]], Callable[..., Any]]
 
 
 class Dispatch:
     """Attribute ``X`` is the tuple of callables for hook ``X``."""
 
-    def __init__(
-        self,
-        pm: PluginManager,
-        module: Any = None,
-        module_base: type | None = None,
-        wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]] | None = None,
-    ) -> None:
+    def __init__(self, pm: PluginManager, module: Any = None, module_base: type | None = None, wrap: Wrap | None = None) -> None:
         for name in _HOOK_NAMES:
-            fns = resolve(pm, name, module, module_base)
+            owned = resolve_owned(pm, name, module, module_base)
             if wrap is not None:
-                fns = tuple(wrap(name, f) for f in fns)
+                fns = tuple(wrap(name, owner, fn) for owner, fn in owned)
+            else:
+                fns = tuple(fn for _, fn in owned)
             setattr(self, name, fns)
 
     def __getattr__(self, name: str) -> Hook:  # only reached for unknown names

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ember.module import Module
 
-KINDS: tuple[str, ...] = ("accelerator", "strategy", "precision", "checkpoint_io", "environment", "callback", "logger")
+KINDS: tuple[str, ...] = ("accelerator", "strategy", "precision", "checkpoint_io", "environment", "callback", "logger", "profiler")
 
 
 class UnknownNameError(LookupError):
@@ -184,6 +184,18 @@ class ClusterEnvironment(Protocol):
 
     @property
     def main_port(self) -> int: ...
+
+
+class Profiler(Protocol):
+    """Optional observer chosen with ``Trainer(profiler=name | object)``. The
+    trainer hands ``wrap`` to the hook dispatch, once per run, for every hook
+    implementation (``owner`` names the plugin, callback or module that
+    implements it), so the profiler can time each one. If the profiler is
+    also a :class:`~ember.Callback` it receives hooks like any callback (for
+    example ``on_fit_end`` to print its report). With no profiler nothing is
+    wrapped and a step costs nothing extra."""
+
+    def wrap(self, hook_name: str, owner: str, fn: Callable[..., Any]) -> Callable[..., Any]: ...
 
 
 class Launcher(Protocol):

@@ -94,6 +94,7 @@ class Trainer:
         enable_model_summary: bool | None = None,
         enable_fault_tolerance: bool | None = None,
         auto_resume: bool = False,
+        profiler: str | Any | None = None,
         accumulate_grad_batches: int = 1,
         gradient_clip_val: int | float | None = None,
         gradient_clip_algorithm: str | None = None,
@@ -167,6 +168,9 @@ class Trainer:
                 raise TypeError(f"callbacks must be ember.Callback instances; got {type(cb).__name__}. Subclass ember.Callback.")
         self._user_callbacks = user_callbacks
         self._default_callbacks = self._create_default_callbacks(registry, user_callbacks)
+        self.profiler = registry.create("profiler", profiler) if isinstance(profiler, str) else profiler
+        if isinstance(self.profiler, Callback) and self.profiler not in user_callbacks:
+            self._default_callbacks.append(self.profiler)
         self._module_callbacks: list[Callback] = []
         if dev or logger is False:
             self.loggers: list[Logger] = []
@@ -494,7 +498,7 @@ class Trainer:
         extra = module.configure_callbacks()
         self._module_callbacks = [extra] if isinstance(extra, Callback) else list(extra or [])
         self._register_observers()
-        self._dispatch = Dispatch(self._plugin_manager, module, Module)
+        self._dispatch = Dispatch(self._plugin_manager, module, Module, wrap=self.profiler.wrap if self.profiler is not None else None)
         if stage == "fit" and ckpt_path is None and self.auto_resume and os.path.isfile(self.resume_checkpoint_path):
             ckpt_path = self.resume_checkpoint_path
         path = self._resolve_ckpt_path(ckpt_path, stage)
