@@ -7,8 +7,12 @@ when a logger is first used.
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from collections.abc import Mapping
 from typing import Any
+
+from ember.callback import Logger
 
 _MISSING = object()
 
@@ -111,3 +115,50 @@ def checkpoint_step(checkpoint: Mapping[str, Any]) -> int | None:
     loop = checkpoint.get("loops", {}).get("fit", {}) if isinstance(checkpoint.get("loops"), Mapping) else {}
     step = loop.get("global_step", checkpoint.get("global_step"))
     return None if step is None else int(step)
+
+
+_VERSION_DIR = re.compile(r"^version_(\d+)$")
+
+
+class VersionedLogger(Logger):
+    """A logger writing to ``{save_dir}/{name}/version_{N}``, with ``N`` the next
+    free number unless given. Subclasses set ``_save_dir``, ``_name`` and
+    ``_version`` in ``__init__``."""
+
+    _save_dir: str
+    _name: str
+    _version: int | str | None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = self._next_version()
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        """``{save_dir}/{name}``: the parent of every version of this experiment."""
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def log_dir(self) -> str:
+        """``{root_dir}/version_{N}``, where this run's files go."""
+        version = self.version
+        subdir = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self.root_dir, subdir)
+
+    def _next_version(self) -> int:
+        try:
+            names = os.listdir(self.root_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        found = [int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)) and os.path.isdir(os.path.join(self.root_dir, n))]
+        return max(found) + 1 if found else 0

@@ -17,16 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import warnings
 from typing import Any
 
-from ember.callback import Logger
 from ember.plugin_manager import hookimpl
+from ember.plugins.loggers._common import VersionedLogger
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.json"
-_VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
 def _json_default(value: Any) -> Any:
@@ -52,7 +50,7 @@ def _to_float(value: Any) -> Any:
         return value
 
 
-class CSVLogger(Logger):
+class CSVLogger(VersionedLogger):
     """Log metrics to ``{save_dir}/{name}/version_{N}/metrics.csv``.
 
     :param save_dir: parent directory of all experiments.
@@ -83,33 +81,6 @@ class CSVLogger(Logger):
         self._resumed = False
         self._hparams: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ identity
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = self._next_version()
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        """``{save_dir}/{name}``: the parent of every version of this experiment."""
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def log_dir(self) -> str:
-        """``{root_dir}/version_{N}``, where this run's files go."""
-        version = self.version
-        subdir = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, subdir)
-
     @property
     def metrics_file_path(self) -> str:
         return os.path.join(self.log_dir, METRICS_FILE)
@@ -117,14 +88,6 @@ class CSVLogger(Logger):
     @property
     def experiment(self) -> CSVLogger:
         return self
-
-    def _next_version(self) -> int:
-        try:
-            names = os.listdir(self.root_dir)
-        except (FileNotFoundError, NotADirectoryError):
-            return 0
-        found = [int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)) and os.path.isdir(os.path.join(self.root_dir, n))]
-        return max(found) + 1 if found else 0
 
     # ------------------------------------------------------------------ logging
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:

@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import TYPE_CHECKING, Any
 
-from ember.callback import Logger
 from ember.plugin_manager import hookimpl
-from ember.plugins.loggers._common import SameStepFilter, checkpoint_step, flatten, params_dict, require, scalar
+from ember.plugins.loggers._common import SameStepFilter, VersionedLogger, checkpoint_step, flatten, params_dict, require, scalar
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 HPARAMS_FILE = "hparams.json"
-_VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(VersionedLogger):
     """Log to ``{save_dir}/{name}/version_{N}`` in TensorBoard's format.
 
     :param save_dir: parent directory of all experiments.
@@ -72,41 +69,6 @@ class TensorBoardLogger(Logger):
         self._floor: int | None = None  # during a resumed fit: steps up to the checkpoint's are already written
         self._hparams: dict[str, Any] = {}
         self._filter = SameStepFilter()
-
-    # ------------------------------------------------------------------ identity
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def version(self) -> int | str:
-        if self._version is None:
-            self._version = self._next_version()
-        return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        """``{save_dir}/{name}``: the parent of every version of this experiment."""
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def log_dir(self) -> str:
-        """``{root_dir}/version_{N}``: where the event files go."""
-        version = self.version
-        subdir = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, subdir)
-
-    def _next_version(self) -> int:
-        try:
-            names = os.listdir(self.root_dir)
-        except (FileNotFoundError, NotADirectoryError):
-            return 0
-        found = [int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)) and os.path.isdir(os.path.join(self.root_dir, n))]
-        return max(found) + 1 if found else 0
 
     @property
     def experiment(self) -> SummaryWriter:
