@@ -286,38 +286,37 @@ class ProgressBar(Callback):
         if self._train is not None and self._train.tqdm is not None and not getattr(trainer, "sanity_checking", False):
             self._redraw(self._train, trainer, with_metrics=True)  # show the new validation metrics
 
-    def on_test_start(self, trainer: Trainer, module: Module) -> None:
+    def _start_eval(self, trainer: Trainer, label: str, total_attr: str) -> None:
         if not self._active(trainer):
             return
         self._close(self._eval)
-        self._eval = self._start_bar("test", self._eval_total(trainer, "num_test_batches"), position=0, leave=self.leave)
+        self._eval = self._start_bar(label, self._eval_total(trainer, total_attr), position=0, leave=self.leave)
 
-    def on_test_batch_end(
-        self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
+    def _advance_eval(self, trainer: Trainer) -> None:
         bar = self._eval
         if bar is None:
             return
         bar.n += 1
         self._tick(bar, trainer, with_metrics=False, plain=True)
+
+    def on_test_start(self, trainer: Trainer, module: Module) -> None:
+        self._start_eval(trainer, "test", "num_test_batches")
+
+    def on_test_batch_end(
+        self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._advance_eval(trainer)
 
     def on_test_end(self, trainer: Trainer, module: Module) -> None:
         self._finish_eval(trainer, with_metrics=True)
 
     def on_predict_start(self, trainer: Trainer, module: Module) -> None:
-        if not self._active(trainer):
-            return
-        self._close(self._eval)
-        self._eval = self._start_bar("predict", self._eval_total(trainer, "num_predict_batches"), position=0, leave=self.leave)
+        self._start_eval(trainer, "predict", "num_predict_batches")
 
     def on_predict_batch_end(
         self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        bar = self._eval
-        if bar is None:
-            return
-        bar.n += 1
-        self._tick(bar, trainer, with_metrics=False, plain=True)
+        self._advance_eval(trainer)
 
     def on_predict_end(self, trainer: Trainer, module: Module) -> None:
         self._finish_eval(trainer, with_metrics=False)
