@@ -26,6 +26,7 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import traceback
@@ -465,7 +466,8 @@ class _SpawnLauncher:
                 while not context.join():
                     pass
             except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException) as exc:
-                raise self._failure(exc, workdir, nprocs, node_rank, num_nodes) from None
+                error = self._failure(exc, workdir, nprocs, node_rank, num_nodes)
+                raise error from error.__cause__  # the worker's own exception, when it could be sent
             result_path = os.path.join(workdir, "result.pt")
             if not os.path.isfile(result_path):
                 if node_rank != 0:
@@ -506,6 +508,11 @@ class _SpawnLauncher:
             return error
         if isinstance(exc, torch.multiprocessing.ProcessExitedException):
             rank = node_rank * nprocs + exc.error_index
+            if os.path.exists(os.path.join(workdir, f"done-{rank}")):
+                return DDPWorkerError(
+                    f"ddp: rank {rank} (of {world}) finished its work but crashed while exiting, with exit code "
+                    f"{exc.exit_code}{_signal_name(exc)}; the other ranks were stopped, so the results were not collected."
+                )
             return DDPWorkerError(f"ddp: rank {rank} (of {world}) died with exit code {exc.exit_code}{_signal_name(exc)}.")
         rank = node_rank * nprocs + getattr(exc, "error_index", 0)
         return DDPWorkerError(f"ddp: rank {rank} (of {world}) failed:\n{exc}")
@@ -541,6 +548,11 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
             path = os.path.join(workdir, "result.pt")
             torch.save(shipped, path + ".tmp")
             os.replace(path + ".tmp", path)
+        open(os.path.join(workdir, f"done-{global_rank}"), "w").close()
+        if strategy is not None:
+            strategy.barrier("ddp_spawn_exit")  # leave together: a peer vanishing mid-teardown can abort gloo
+            strategy.teardown()
+            strategy = None
     except BaseException as exc:
         report = {
             "rank": global_rank,
@@ -564,6 +576,12 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
                 strategy.teardown()
             except Exception:
                 pass
+    # The work is done and reported. Skip interpreter finalisation: with gloo's
+    # threads around it occasionally aborts ("terminate called without an active
+    # exception"), which would turn a finished run into a failed one.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _to_cpu(value: Any) -> Any:
