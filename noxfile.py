@@ -54,16 +54,23 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_backend="venv", default=False)
 def docs(session: nox.Session) -> None:
-    """Regenerate the hook reference and check the documentation.
+    """Build the documentation site into ``site/`` and check the docs.
 
-    Rewrites ``docs/reference/hooks.md`` from ``ember.hookspecs`` (commit the
-    result if it changed), then runs ``tests/docs``: every hook documents its
-    parameters and the Python examples in the docs run.
+    Regenerates the hook reference (from ``ember.hookspecs``) and the built-in
+    plugin reference (from the registry), runs ``tests/docs`` (every hook is
+    documented; every page's Python examples run), then builds the site with
+    mkdocs-material and mkdocstrings in strict mode, so a broken link or a
+    missing page fails the session. ``-- serve`` serves it instead.
     """
     install_torch(session)
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev]", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25")
     session.run("python", "docs/gen_hook_reference.py")
-    session.run("python", "-m", "pytest", "tests/docs", *session.posargs)
+    session.run("python", "docs/gen_plugin_reference.py")
+    session.run("python", "-m", "pytest", "tests/docs")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve")
+    else:
+        session.run("mkdocs", "build", "--strict", "--site-dir", "site")
 
 
 @nox.session(venv_backend="venv", default=False)
