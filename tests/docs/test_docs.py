@@ -54,6 +54,22 @@ def test_hook_reference_is_up_to_date() -> None:
     )
 
 
+def test_plugin_reference_is_up_to_date() -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, str(root / "docs" / "gen_plugin_reference.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_page_is_in_the_site_navigation() -> None:
+    root = Path(__file__).resolve().parents[2]
+    nav = (root / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = sorted(p.relative_to(root / "docs").as_posix() for p in (root / "docs").rglob("*.md"))
+    missing = [page for page in pages if page not in nav]
+    assert not missing, f"add these pages to mkdocs.yml's nav: {missing}"
+
+
 def test_hook_reference_lists_every_hook() -> None:
     page = HOOKS_PAGE.read_text(encoding="utf-8")
     for fn in _hookspecs():
