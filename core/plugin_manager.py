@@ -60,6 +60,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.callbacks.early_stopping",
     "ember.plugins.callbacks.lr_monitor",
     "ember.plugins.callbacks.fault_tolerance",
+    "ember.plugins.callbacks.throughput",
+    "ember.plugins.callbacks.device_stats",
+    "ember.plugins.profilers.simple",
+    "ember.plugins.profilers.advanced",
+    "ember.plugins.profilers.pytorch",
 )
 
 
