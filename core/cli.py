@@ -6,6 +6,7 @@
     ember config [--config PATH] [--json] [overrides ...]
     ember plugins [--json]
     ember checkpoint inspect PATH [--json]
+    ember export CKPT [--format onnx|torch_export] [--output PATH] [--config PATH]
     ember --version
 
 Exit status: 0 on success, 2 for a usage or stack error, 1 when training fails.
@@ -117,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     from ember import checkpoint_cli  # standard library only at import time
 
     checkpoint_cli.add_parser(sub)
+    from ember import export_cli  # standard library only at import time
+
+    export_cli.add_parser(sub)
     return parser
 
 
@@ -131,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "export":  # takes stack overrides (--model.class_path ...)
+        from ember import export_cli
+
+        return export_cli.run(args, overrides)
     if overrides and args.command in ("plugins", "checkpoint"):
         print(f"error: `ember {args.command}` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
         return 2

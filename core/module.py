@@ -258,6 +258,21 @@ class Module(HyperparametersMixin, torch.nn.Module):
         load_weights(module, checkpoint, str(checkpoint_path), strict)
         return module
 
+    # ------------------------------------------------------------------ export (see ember.export)
+    def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:
+        """Export ``forward`` to an ONNX file; ``input_sample`` defaults to
+        ``example_input_array``. See :func:`ember.export.to_onnx`."""
+        from ember.export import to_onnx
+
+        return to_onnx(self, file_path, input_sample, **kwargs)
+
+    def to_torch_export(self, input_sample: Any = None, file_path: Any = None, **kwargs: Any) -> Any:
+        """``torch.export`` ``forward`` (and save it to ``file_path`` when given);
+        returns the ``ExportedProgram``. See :func:`ember.export.to_torch_export`."""
+        from ember.export import to_torch_export
+
+        return to_torch_export(self, input_sample, file_path, **kwargs)
+
     # ------------------------------------------------------------------ hooks (no-ops; see ember.hookspecs)
     def setup(self, stage: str) -> None: ...
     def teardown(self, stage: str) -> None: ...
