@@ -7,6 +7,7 @@
     ember plugins [--json]
     ember checkpoint inspect PATH [--json]
     ember export CKPT [--format onnx|torch_export] [--output PATH] [--config PATH]
+    ember new plugin NAME [--dir PATH]
     ember --version
 
 Exit status: 0 on success, 2 for a usage or stack error, 1 when training fails.
@@ -30,7 +31,7 @@ from typing import Any
 from ember._version import __version__
 
 RUN_COMMANDS = ("fit", "validate", "test", "predict")
-_TOP_KEYS = ("seed_everything", "model", "data", "trainer", "plugins", "callbacks", "loggers")
+_TOP_KEYS = ("seed_everything", "required_plugins", "model", "data", "trainer", "plugins", "callbacks", "loggers")
 
 _OVERRIDE_HELP = (
     "Any stack value can be overridden with a dotted key: --trainer.max_epochs 3, "
@@ -121,6 +122,17 @@ def _parser() -> argparse.ArgumentParser:
     from ember import export_cli  # standard library only at import time
 
     export_cli.add_parser(sub)
+    p = sub.add_parser("new", help="generate a new project from a template", allow_abbrev=False)
+    new_sub = p.add_subparsers(dest="template", metavar="TEMPLATE", required=True)
+    p = new_sub.add_parser(
+        "plugin",
+        help="a plugin distribution: package, entry point, tests, README",
+        description="Generate a pip-installable ember plugin distribution with a callback, its registration, and tests "
+        "that use the ember.testing fixtures.",
+        allow_abbrev=False,
+    )
+    p.add_argument("name", metavar="NAME", help="plugin name, e.g. best-loss (the distribution is called ember-best-loss)")
+    p.add_argument("--dir", metavar="PATH", help="where to create it (default: ./ember-NAME); must not exist or be empty")
     return parser
 
 
@@ -146,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ember import checkpoint_cli
 
         return checkpoint_cli.run(args)
+    if args.command == "new":
+        if overrides:
+            print(f"error: `ember new` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
+            return 2
+        return _new(args)
     from ember.stack import StackError
 
     try:
@@ -169,10 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> int:
+    from ember.plugin_manager import RequiredPluginsError
     from ember.stack import StackError, build, check_stack, default_registry, load_stack
 
     environ = dict(os.environ)
     stack = load_stack(args.config, Path.cwd(), overrides, environ, check=False, require_model=True)
+    try:
+        stack.check_required_plugins()
+    except RequiredPluginsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     needs_registry = any(c.name is not None for c in [*stack.callbacks, *stack.loggers])
     registry = default_registry(stack, environ) if needs_registry else None
     check_stack(stack, registry=registry, environ=environ)
@@ -339,7 +362,8 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
             }
         )
     failures = [
-        {"name": f.name, "distribution": f.distribution, "version": f.version, "target": f.target, "error": f.error} for f in pm.failures
+        {"name": f.name, "distribution": f.distribution, "version": f.version, "target": f.target, "error": f.error, "fix": f.fix}
+        for f in pm.failures
     ]
     failed_names = {f.name for f in pm.failures}
     for f in failures:
@@ -448,13 +472,29 @@ def _plugins(args: argparse.Namespace) -> int:
                 f"This is a bug in ember or a broken install; set EMBER_DISABLE_PLUGINS={f['name'].rsplit('.', 1)[-1]} to run without it."
             )
         else:
-            advice = f"Fix or uninstall it (pip uninstall {f['distribution']}), or set EMBER_DISABLE_PLUGINS={f['name']}."
+            fix = f.get("fix") or f"fix or uninstall it (pip uninstall {f['distribution']})"
+            advice = f"{fix[:1].upper()}{fix[1:].rstrip('.')}, or set EMBER_DISABLE_PLUGINS={f['name']}."
         print(
             f"failed: {f['name']} from {f['distribution']} {f['version']} ({f['target']}): {f['error'].rstrip('.')}. {advice}",
             file=sys.stderr,
         )
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- new
+
+
+def _new(args: argparse.Namespace) -> int:
+    from ember import scaffold  # standard library only
+
+    try:
+        created = scaffold.new_plugin(args.name, args.dir)
+    except scaffold.ScaffoldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(scaffold.next_steps(created))
     return 0
 
 

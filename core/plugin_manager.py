@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import shlex
 import traceback
 import warnings
 from collections.abc import Callable, Iterable
@@ -43,9 +44,13 @@ hookimpl = pluggy.HookimplMarker("ember")
 #: ember's own plugins, registered in this order before any external one.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.accelerators.cpu",
+    "ember.plugins.accelerators.cuda",
+    "ember.plugins.accelerators.mps",
     "ember.plugins.strategies.single_device",
     "ember.plugins.strategies.ddp",
     "ember.plugins.precision.true_precision",
+    "ember.plugins.precision.mixed",
+    "ember.plugins.precision.half",
     "ember.plugins.checkpoint_io.torch_io",
     "ember.plugins.environments.local",
     "ember.plugins.environments.torchelastic",
@@ -94,13 +99,16 @@ class PluginFailure:
     target: str
     error: str
     traceback: str = ""
+    #: what to do about it, when there is something more precise to say than
+    #: "fix or uninstall it" (an incompatible plugin says which versions to install)
+    fix: str = ""
 
     def describe(self) -> str:
+        advice = self.fix or f"fix or uninstall it (pip uninstall {self.distribution})"
         return (
             f"ember plugin {self.name!r} from distribution {self.distribution} {self.version} "
             f"({self.target}) failed to load: {self.error.rstrip('.')}. ember continues without it; "
-            f"fix or uninstall it (pip uninstall {self.distribution}), or disable it with "
-            f"EMBER_DISABLE_PLUGINS={self.name}."
+            f"{advice.rstrip('.')}, or disable it with EMBER_DISABLE_PLUGINS={self.name}."
         )
 
 
@@ -287,6 +295,10 @@ class PluginManager(pluggy.PluginManager):
                 continue
             if self.has_plugin(ep.name):
                 continue
+            refusal = incompatibility(ep, dist_name, version)
+            if refusal is not None:
+                self.failures.append(refusal)
+                continue
             try:
                 plugin = ep.load()
                 self.register(plugin, ep.name, PluginSource("entrypoint", dist_name, version, ep.value))
@@ -344,6 +356,118 @@ def distribution_of(module_name: str) -> str:
     except Exception:  # pragma: no cover - metadata quirks must not break registration
         dists = None
     return dists[0] if dists else ""
+
+
+# --------------------------------------------------------------------------- compatibility
+
+
+def running_ember_version() -> str:
+    """The version of the ember that is running (a function, so tests can pretend)."""
+    from ember._version import __version__
+
+    return __version__
+
+
+def declared_ember_requirement(requires: Iterable[str] | None, extras: Iterable[str] = ()) -> Any:
+    """The ``ember`` requirement among a distribution's ``Requires-Dist`` lines
+    (a :class:`packaging.requirements.Requirement`), or ``None``.
+
+    Environment markers are evaluated for this interpreter. A requirement that
+    applies only with one of the distribution's ``extras``
+    (``ember>=0.2; extra == "ember"``) counts too: it still says which ember
+    the plugin is written for. Unparsable lines are skipped (pip reports
+    those, not ember)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    for line in requires or ():
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) != "ember":
+            continue
+        if req.marker is not None and not any(req.marker.evaluate({"extra": extra}) for extra in ["", *extras]):
+            continue
+        return req
+    return None
+
+
+def incompatibility(ep: Any, dist_name: str, version: str) -> PluginFailure | None:
+    """A :class:`PluginFailure` when the distribution of entry point ``ep``
+    declares (``dependencies = ["ember>=0.1,<0.2"]``) a range of ember versions
+    that excludes the running one; ``None`` when it fits or declares nothing."""
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None
+    try:
+        req = declared_ember_requirement(dist.requires, dist.metadata.get_all("Provides-Extra") or ())
+    except Exception:  # unreadable metadata or marker: let loading decide
+        return None
+    if req is None or not req.specifier:
+        return None
+    running = running_ember_version()
+    if req.specifier.contains(running, prereleases=True):
+        return None
+    return PluginFailure(
+        name=ep.name,
+        distribution=dist_name,
+        version=version,
+        target=ep.value,
+        error=(
+            f"it supports ember{req.specifier} (its declared dependency {str(req)!r}), but this is ember {running}; ember did not import it"
+        ),
+        fix=(
+            f"upgrade it to a release that supports ember {running} (pip install --upgrade {dist_name}), "
+            f"or install an ember it supports (pip install 'ember{req.specifier}')"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------- required plugins
+
+
+class RequiredPluginsError(Exception):
+    """Plugins a stack requires (``required_plugins``) are missing or of the wrong version."""
+
+
+def check_required(requirements: Iterable[str], *, where: str | None = None) -> None:
+    """Check that every requirement (``"ember-foo>=1.2"``, ``"ember-bar"``) is
+    installed in a matching version. Raises one :class:`RequiredPluginsError`
+    listing every problem and the ``pip install`` command that fixes them;
+    returns ``None`` when all are satisfied. Markers are honoured: a
+    requirement whose marker does not hold here is skipped. ``where`` names
+    the setting in the message (``"ember.toml: required_plugins"``)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    problems: list[str] = []
+    to_install: list[str] = []
+    for text in requirements:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            problems.append(f"{text!r} is not a valid requirement ({str(exc).splitlines()[0]}); write it like 'ember-foo>=1.2'")
+            continue
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        wanted = req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else "") + str(req.specifier)
+        try:
+            installed = importlib_metadata.version(req.name)
+        except importlib_metadata.PackageNotFoundError:
+            problems.append(f"{text}: not installed")
+            to_install.append(wanted)
+            continue
+        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+            problems.append(f"{text}: version {installed} is installed")
+            to_install.append(wanted)
+    if not problems:
+        return
+    lines = [f"{where or 'required_plugins'}: {len(problems)} required plugin{'s are' if len(problems) > 1 else ' is'} not satisfied:"]
+    lines += [f"  - {p}" for p in problems]
+    if to_install:
+        lines.append("Install them with:")
+        lines.append("  pip install " + " ".join(shlex.quote(r) for r in to_install))
+    raise RequiredPluginsError("\n".join(lines))
 
 
 def _entry_points() -> list[tuple[Any, str, str]]:

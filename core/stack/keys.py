@@ -20,8 +20,10 @@ DEFAULT = "default"
 COMMAND_LINE = "command line"
 ENV_PREFIX = "EMBER_"
 
-TOP_KEYS: tuple[str, ...] = ("seed_everything", "model", "data", "trainer", "plugins", "callbacks", "loggers")
-SCALAR_TOP_KEYS: tuple[str, ...] = ("seed_everything",)
+TOP_KEYS: tuple[str, ...] = ("seed_everything", "required_plugins", "model", "data", "trainer", "plugins", "callbacks", "loggers")
+#: top-level keys that are not tables: an environment variable sets them whole
+#: (``EMBER_SEED_EVERYTHING=1``, ``EMBER_REQUIRED_PLUGINS='["ember-foo>=1.2"]'``)
+SCALAR_TOP_KEYS: tuple[str, ...] = ("seed_everything", "required_plugins")
 CLASS_KEYS: tuple[str, ...] = ("class_path", "init_args")
 ROLE_KEYS: tuple[str, ...] = ("name", "class_path", "init_args")
 PLUGIN_KEYS: tuple[str, ...] = ("autoload", "enable", "disable")

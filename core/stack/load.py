@@ -55,7 +55,7 @@ def load_stack(
     stack.source = path
     stack.import_root = path.parent.resolve() if path is not None else cwd.resolve()
     stack.provenance = {format_key(k): v for k, v in raw.prov.items() if k}
-    for key in ("seed_everything", "plugins.autoload", "plugins.enable", "plugins.disable"):
+    for key in ("seed_everything", "required_plugins", "plugins.autoload", "plugins.enable", "plugins.disable"):
         stack.provenance.setdefault(key, DEFAULT)
     stack._raw = raw
     if require_model and stack.model is None:

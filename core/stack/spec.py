@@ -58,6 +58,9 @@ class Stack:
     loggers: list[Component] = field(default_factory=list)
     plugins: PluginsSpec = field(default_factory=PluginsSpec)
     seed_everything: int | None = None
+    #: requirement strings (``"ember-foo>=1.2"``) checked by
+    #: :func:`ember.plugin_manager.check_required` before a run
+    required_plugins: list[str] = field(default_factory=list)
     source: Path | None = None
     #: dotted key -> "default", the stack file, "environment (EMBER_...)" or "command line"
     provenance: dict[str, str] = field(default_factory=dict)
@@ -70,6 +73,8 @@ class Stack:
         out: dict[str, Any] = {}
         if self.seed_everything is not None:
             out["seed_everything"] = self.seed_everything
+        if self.required_plugins:
+            out["required_plugins"] = list(self.required_plugins)
         if self.model is not None:
             out["model"] = self.model.to_dict()
         if self.data is not None:
@@ -97,6 +102,18 @@ class Stack:
         base = AutoloadSettings.from_env(dict(os.environ if environ is None else environ))
         return base.merged(enable=self.plugins.enable, disable=self.plugins.disable, autoload=self.plugins.autoload)
 
+    def check_required_plugins(self) -> None:
+        """Raise :class:`~ember.plugin_manager.RequiredPluginsError` unless every
+        ``required_plugins`` entry is installed in a matching version."""
+        if not self.required_plugins:
+            return
+        from ember.plugin_manager import check_required
+
+        where = "required_plugins"
+        if self._raw is not None:
+            where = self._raw.describe(("required_plugins",))
+        check_required(self.required_plugins, where=where)
+
     def resolved(self, trainer_cls: Any = None) -> list[tuple[str, Any, str]]:
         """Every value of the stack as ``(dotted key, value, origin)``, the
         Trainer's defaults included (when ``ember.Trainer`` can be imported)."""
@@ -106,6 +123,7 @@ class Stack:
             rows.append((key, value, self.origin(key)))
 
         add("seed_everything", self.seed_everything)
+        add("required_plugins", list(self.required_plugins))
         for comp in (self.model, self.data):
             if comp is None:
                 continue

@@ -76,6 +76,28 @@ class Checker:
             raise self.fail(path, f"expected an array of strings (plugin or distribution names), got {show(value)}.")
         return list(value)
 
+    def requirements(self, path: tuple[str | int, ...], value: Any) -> list[str]:
+        """``required_plugins``: an array of requirement strings (``"ember-foo>=1.2"``)."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        example = 'as in required_plugins = ["ember-foo>=1.2", "ember-bar"]'
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected an array of requirement strings, {example}; got {show(value)}.")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise self.fail(
+                    (*path, i), f"expected a requirement string (a distribution name and an optional version range), got {show(item)}."
+                )
+            try:
+                Requirement(item)
+            except InvalidRequirement as exc:
+                reason = str(exc).splitlines()[0].rstrip(".")
+                raise self.fail(
+                    (*path, i),
+                    f"{format_value(item)} is not a valid requirement ({reason}); write a distribution name and an optional version range, {example}.",
+                ) from None
+        return list(value)
+
     def component(self, path: tuple[str | int, ...], value: Any) -> Component:
         table = self.table(path, value, CLASS_KEYS, "with class_path and init_args")
         if "class_path" not in table:
@@ -107,6 +129,8 @@ class Checker:
             if not isinstance(seed, int) or isinstance(seed, bool):
                 raise self.fail(("seed_everything",), f"expected an integer seed, got {show(seed)}.")
             stack.seed_everything = seed
+        if "required_plugins" in data:
+            stack.required_plugins = self.requirements(("required_plugins",), data["required_plugins"])
         for section in ("model", "data"):
             if section in data:
                 setattr(stack, section, self.component((section,), data[section]))
