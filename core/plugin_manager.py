@@ -64,6 +64,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.callbacks.model_checkpoint",
     "ember.plugins.callbacks.early_stopping",
     "ember.plugins.callbacks.lr_monitor",
+    "ember.plugins.callbacks.lr_finder",
+    "ember.plugins.callbacks.batch_size_finder",
     "ember.plugins.callbacks.fault_tolerance",
     "ember.plugins.callbacks.throughput",
     "ember.plugins.callbacks.device_stats",
@@ -407,7 +409,7 @@ def incompatibility(ep: Any, dist_name: str, version: str) -> PluginFailure | No
     if req is None or not req.specifier:
         return None
     running = running_ember_version()
-    if req.specifier.contains(running, prereleases=True):
+    if _within(req.specifier, running):
         return None
     return PluginFailure(
         name=ep.name,
@@ -422,6 +424,19 @@ def incompatibility(ep: Any, dist_name: str, version: str) -> PluginFailure | No
             f"or install an ember it supports (pip install 'ember{req.specifier}')"
         ),
     )
+
+
+def _within(specifier: Any, version: str) -> bool:
+    """Whether ``version`` is in ``specifier``; a pre-release or development
+    build counts as the release it leads to (ember 0.2.0.dev3 runs plugins
+    declaring ``ember>=0.2``)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(version).base_version
+    except InvalidVersion:
+        return True  # an unreadable version of ember: do not block plugins on it
+    return specifier.contains(release, prereleases=True)
 
 
 # --------------------------------------------------------------------------- required plugins
