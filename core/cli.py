@@ -6,6 +6,7 @@
     ember config [--config PATH] [--json] [overrides ...]
     ember plugins [--json]
     ember checkpoint inspect PATH [--json]
+    ember plot RUN_DIR [RUN_DIR ...] [--metrics a,b] [--output plot.png]
     ember export CKPT [--format onnx|torch_export] [--output PATH] [--config PATH]
     ember new plugin NAME [--dir PATH]
     ember --version
@@ -119,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     from ember import checkpoint_cli  # standard library only at import time
 
     checkpoint_cli.add_parser(sub)
+    from ember import plot  # standard library only at import time; matplotlib only when a plot is drawn
+
+    plot.add_parser(sub)
     from ember import export_cli  # standard library only at import time
 
     export_cli.add_parser(sub)
@@ -147,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "plot":
+        from ember import plot
+
+        return plot.run(args, overrides)
     if args.command == "export":  # takes stack overrides (--model.class_path ...)
         from ember import export_cli
 
