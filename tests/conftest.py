@@ -21,13 +21,12 @@ import pytest
 
 DISTS_SOURCE = Path(__file__).parent / "dists"
 DIST_NAMES = ("ember-dummy-plugin", "ember-broken-plugin", "ember-typo-plugin")
+COMPAT_DIST_NAMES = ("ember-oldcompat-plugin",)
 
 
-@pytest.fixture(scope="session")
-def ember_dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding the three fixture distributions, installed
-    (packages plus ``.dist-info`` with their ``ember.plugins`` entry points)."""
-    root = tmp_path_factory.mktemp("ember_dists")
+def _install_dists(names: tuple[str, ...], root: Path) -> Path:
+    """Build ``names`` (folders of ``tests/dists``) from a copy and pip-install
+    them into ``root / "site"``, which is returned."""
     sources = root / "src"
     target = root / "site"
     # build from a copy: pip leaves build/ and *.egg-info next to the sources
@@ -44,13 +43,27 @@ def ember_dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--quiet",
         "--target",
         str(target),
-        *(str(sources / name) for name in DIST_NAMES),
+        *(str(sources / name) for name in names),
     ]
     try:
         subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=240)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"building the fixture distributions failed:\n{exc.stdout}\n{exc.stderr}")
     return target
+
+
+@pytest.fixture(scope="session")
+def ember_dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the three fixture distributions, installed
+    (packages plus ``.dist-info`` with their ``ember.plugins`` entry points)."""
+    return _install_dists(DIST_NAMES, tmp_path_factory.mktemp("ember_dists"))
+
+
+@pytest.fixture(scope="session")
+def compat_dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ember-oldcompat-plugin`` (declares ``ember<0.1``), installed on its own
+    so that the tests of the three above do not see it."""
+    return _install_dists(COMPAT_DIST_NAMES, tmp_path_factory.mktemp("compat_dists"))
 
 
 @pytest.fixture
