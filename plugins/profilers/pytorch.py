@@ -10,6 +10,9 @@ following ``torch.profiler.schedule(wait, warmup, active, repeat,
 skip_first)``; each finished ``active`` window is exported as a Chrome trace
 (open it in ``chrome://tracing`` or https://ui.perfetto.dev) named
 ``{filename}-{N}.json`` in ``dirpath`` (default: the trainer's ``log_dir``).
+A window that the end of the run cuts short is exported with what it
+recorded; a run that ends before any window starts recording writes no
+trace and says so with a warning.
 CPU activity is always recorded, CUDA activity when CUDA is available.
 
 A ``validate``/``test``/``predict`` run is profiled as one window, without a

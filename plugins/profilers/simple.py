@@ -88,6 +88,7 @@ class SimpleProfiler(Callback):
         self._run_end: float | None = None
         self._stage: str | None = None
         self._reported = True  # so that the first wrap() starts a fresh run
+        self._frozen: list[dict[str, Any]] | None = None
         self.report_path: str | None = None
 
     # ------------------------------------------------------------------ the Profiler role
@@ -106,6 +107,7 @@ class SimpleProfiler(Callback):
             for rec in self._loops.values():
                 rec[0], rec[1] = 0, 0.0
             self._marks.clear()
+            self._frozen = None
             self._run_start = _clock()
             self._run_end = None
 
@@ -216,7 +218,14 @@ class SimpleProfiler(Callback):
         """One dict per measured ``(hook, owner)`` and loop unit, hooks sorted by
         total time (largest first), then the loop units. Keys: ``kind``
         (``"hook"`` or ``"loop"``), ``hook``, ``owner``, ``calls``, ``total_s``,
-        ``mean_s``, ``percent`` (of the measured run time)."""
+        ``mean_s``, ``percent`` (of the measured run time). After a report these
+        are the reported figures (hooks that run later, such as other
+        callbacks' ``teardown``, are not added); during a run, the figures so far."""
+        if self._frozen is not None:
+            return [dict(r) for r in self._frozen]
+        return self._compute_results()
+
+    def _compute_results(self) -> list[dict[str, Any]]:
         run = self._elapsed()
         hooks = [
             {
@@ -275,6 +284,7 @@ class SimpleProfiler(Callback):
     def _report(self, trainer: Trainer) -> None:
         self._run_end = _clock()
         self._reported = True
+        self._frozen = self._compute_results()
         self._finish(trainer)
         text = self.summary()
         extra = self._extra_report(trainer)
