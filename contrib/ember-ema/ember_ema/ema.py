@@ -147,7 +147,9 @@ class EMA(ember.Callback):
         missing = [n for n in live if n not in self._ema]
         unexpected = [n for n in self._ema if n not in live]
         mismatched = [
-            f"{n}: {tuple(self._ema[n].shape)} vs {tuple(t.shape)}" for n, t in live.items() if n in self._ema and self._ema[n].shape != t.shape
+            f"{n}: {tuple(self._ema[n].shape)} vs {tuple(t.shape)}"
+            for n, t in live.items()
+            if n in self._ema and self._ema[n].shape != t.shape
         ]
         if missing or unexpected or mismatched:
             parts = []

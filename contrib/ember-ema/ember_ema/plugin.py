@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import ember
-
 from ember_ema.ema import EMA
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from _ema_testing import Regressor, loaders, make_data, trainer
+from ember_ema import EMA, load_ema_weights
 
 import ember
-from ember_ema import EMA, load_ema_weights
 
 
 class Recorder(ember.Callback):

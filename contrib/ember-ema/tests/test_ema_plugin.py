@@ -9,10 +9,9 @@ import textwrap
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
+import ember_ema
 import torch
 from _ema_testing import ember_command
-
-import ember_ema
 from ember_ema import EMA
 
 
@@ -24,9 +23,7 @@ def test_entry_point_is_installed() -> None:
 
 
 def test_ember_plugins_lists_it(clean_env: dict[str, str], tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [*ember_command(), "plugins", "--json"], cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([*ember_command(), "plugins", "--json"], cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     (entry,) = [p for p in report["plugins"] if p["distribution"] == "ember-ema"]
@@ -46,7 +43,7 @@ def test_registry_creates_it_by_name() -> None:
     assert isinstance(callback, EMA) and callback.decay == 0.5
 
 
-MODEL = '''
+MODEL = """
 import torch
 import ember
 from torch.utils.data import DataLoader, TensorDataset
@@ -81,9 +78,9 @@ class Tiny(ember.Module):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-'''
+"""
 
-STACK = '''
+STACK = """
 seed_everything = 3
 
 [model]
@@ -97,7 +94,7 @@ default_root_dir = "runs"
 [[callbacks]]
 name = "ema"
 init_args = { decay = 0.5, save_ema_state_dict = true }
-'''
+"""
 
 
 def test_stack_file_names_the_callback(clean_env: dict[str, str], tmp_path: Path) -> None:

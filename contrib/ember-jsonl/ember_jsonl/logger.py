@@ -217,8 +217,7 @@ class JSONLinesLogger(ember.Logger):
             self._checked_existing = True
             if os.path.exists(path) and not self._resumed:
                 warnings.warn(
-                    f"JSONLinesLogger: {path} already exists; new records are appended to it. "
-                    "Pass version=None for a fresh directory.",
+                    f"JSONLinesLogger: {path} already exists; new records are appended to it. Pass version=None for a fresh directory.",
                     UserWarning,
                     stacklevel=2,
                 )
@@ -296,4 +295,3 @@ class JSONLinesLogger(ember.Logger):
 
     def __repr__(self) -> str:
         return f"JSONLinesLogger(save_dir={self._save_dir!r}, name={self._name!r}, version={self._version!r})"
-

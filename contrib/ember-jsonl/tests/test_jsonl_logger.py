@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from _jsonl_testing import Recording, Regressor, loaders, trainer
+from ember_jsonl import JSONLinesLogger, read_run
 
 import ember
-from ember_jsonl import JSONLinesLogger, read_run
 
 
 def pairs(records) -> list[tuple[int, dict]]:

@@ -9,9 +9,8 @@ import textwrap
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
-from _jsonl_testing import ember_command
-
 import ember_jsonl
+from _jsonl_testing import ember_command
 from ember_jsonl import JSONLinesLogger, read_run
 
 
@@ -23,9 +22,7 @@ def test_entry_point_is_installed() -> None:
 
 
 def test_ember_plugins_lists_it(clean_env: dict[str, str], tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [*ember_command(), "plugins", "--json"], cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([*ember_command(), "plugins", "--json"], cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     (entry,) = [p for p in report["plugins"] if p["distribution"] == "ember-jsonl"]
@@ -45,7 +42,7 @@ def test_registry_creates_it_by_name(tmp_path: Path) -> None:
     assert isinstance(logger, JSONLinesLogger) and logger.save_dir == str(tmp_path)
 
 
-MODEL = '''
+MODEL = """
 import torch
 import ember
 from torch.utils.data import DataLoader, TensorDataset
@@ -80,9 +77,9 @@ class Tiny(ember.Module):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-'''
+"""
 
-STACK = '''
+STACK = """
 seed_everything = 3
 
 [model]
@@ -98,7 +95,7 @@ enable_checkpointing = false
 [[loggers]]
 name = "jsonl"
 init_args = { save_dir = "logs", name = "stacked", flush_every = 3 }
-'''
+"""
 
 
 def test_stack_file_names_the_logger(clean_env: dict[str, str], tmp_path: Path) -> None:
