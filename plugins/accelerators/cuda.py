@@ -79,7 +79,9 @@ class CUDAAccelerator:
                 raise RuntimeError(f"devices={requested!r} asks for every visible CUDA device, but {self.unavailable_reason()}.")
             return list(range(count))
         if isinstance(devices, bool) or not isinstance(devices, (int, list)):
-            raise TypeError(f"devices={requested!r} is not valid for the CUDA accelerator: use an int, a list of GPU indices, a string like '0,1', or 'auto'.")
+            raise TypeError(
+                f"devices={requested!r} is not valid for the CUDA accelerator: use an int, a list of GPU indices, a string like '0,1', or 'auto'."
+            )
         if isinstance(devices, int):
             if devices < -1 or devices == 0:
                 raise ValueError(
@@ -118,9 +120,11 @@ class CUDAAccelerator:
             torch.cuda.empty_cache()
 
 
-def _create() -> CUDAAccelerator:
-    """The registered factory: fails with what was found when no GPU is usable
-    (the kernel's own check only says that the accelerator is unavailable)."""
+def cuda_accelerator() -> CUDAAccelerator:
+    """NVIDIA GPUs through ``torch.cuda`` (``auto_priority`` 10). ``devices``: a
+    count, ``-1``/``"auto"`` for all, or indices (``[0, 2]``, ``"0,2"``).
+    Refuses with what was found (no CUDA build, no visible device,
+    ``CUDA_VISIBLE_DEVICES``) when no GPU is usable."""
     if not CUDAAccelerator.is_available():
         raise RuntimeError(
             f"accelerator='cuda' was requested, but {CUDAAccelerator.unavailable_reason()}. "
@@ -130,12 +134,13 @@ def _create() -> CUDAAccelerator:
 
 
 # accelerator="auto" reads these from the registered factory.
-_create.is_available = CUDAAccelerator.is_available  # type: ignore[attr-defined]
-_create.auto_priority = CUDAAccelerator.auto_priority  # type: ignore[attr-defined]
+cuda_accelerator.is_available = CUDAAccelerator.is_available  # type: ignore[attr-defined]
+cuda_accelerator.auto_priority = CUDAAccelerator.auto_priority  # type: ignore[attr-defined]
 
 
-def _create_gpu() -> object:
-    """``accelerator="gpu"``: CUDA when present, else Apple MPS."""
+def gpu_accelerator() -> object:
+    """An alias: the CUDA accelerator when a CUDA GPU is present, else MPS
+    (``accelerator="auto"`` never picks it by this name)."""
     from ember.plugins.accelerators.mps import MPSAccelerator
 
     if CUDAAccelerator.is_available():
@@ -154,11 +159,11 @@ def _gpu_available() -> bool:
     return CUDAAccelerator.is_available() or MPSAccelerator.is_available()
 
 
-_create_gpu.is_available = _gpu_available  # type: ignore[attr-defined]
-_create_gpu.auto_priority = -1  # type: ignore[attr-defined]  # an alias: "auto" picks "cuda" or "mps" by name
+gpu_accelerator.is_available = _gpu_available  # type: ignore[attr-defined]
+gpu_accelerator.auto_priority = -1  # type: ignore[attr-defined]  # an alias: "auto" picks "cuda" or "mps" by name
 
 
 @hookimpl
 def register_roles(registry):  # type: ignore[no-untyped-def]
-    registry.add("accelerator", "cuda", _create)
-    registry.add("accelerator", "gpu", _create_gpu)
+    registry.add("accelerator", "cuda", cuda_accelerator)
+    registry.add("accelerator", "gpu", gpu_accelerator)

@@ -48,9 +48,10 @@ class MPSAccelerator:
             mps.empty_cache()
 
 
-def _create() -> MPSAccelerator:
-    """The registered factory: fails with what was found when MPS is absent
-    (the kernel's own check only says that the accelerator is unavailable)."""
+def mps_accelerator() -> MPSAccelerator:
+    """The GPU of Apple-silicon Macs through ``torch.backends.mps``
+    (``auto_priority`` 5; one device). Refuses with what was found when MPS
+    is absent."""
     if not MPSAccelerator.is_available():
         raise RuntimeError(
             f"accelerator='mps' was requested, but {MPSAccelerator.unavailable_reason()}. Use accelerator='auto' or accelerator='cpu'."
@@ -58,10 +59,10 @@ def _create() -> MPSAccelerator:
     return MPSAccelerator()
 
 
-_create.is_available = MPSAccelerator.is_available  # type: ignore[attr-defined]
-_create.auto_priority = MPSAccelerator.auto_priority  # type: ignore[attr-defined]
+mps_accelerator.is_available = MPSAccelerator.is_available  # type: ignore[attr-defined]
+mps_accelerator.auto_priority = MPSAccelerator.auto_priority  # type: ignore[attr-defined]
 
 
 @hookimpl
 def register_roles(registry):  # type: ignore[no-untyped-def]
-    registry.add("accelerator", "mps", _create)
+    registry.add("accelerator", "mps", mps_accelerator)

@@ -32,10 +32,12 @@ class HalfTruePrecision(TruePrecision):
 
 
 def bf16_true_precision() -> HalfTruePrecision:
+    """Parameters, buffers and floating inputs in bfloat16; no autocast, no loss scaling."""
     return HalfTruePrecision(torch.bfloat16, "bf16-true")
 
 
 def half_true_precision() -> HalfTruePrecision:
+    """Parameters, buffers and floating inputs in float16; no autocast, no loss scaling."""
     return HalfTruePrecision(torch.float16, "16-true")
 
 

@@ -195,10 +195,12 @@ def cpu_float16_supported() -> bool:
 
 
 def half_mixed_precision() -> MixedPrecision:
+    """Autocast to float16 with a ``GradScaler`` (loss scaling; its state is checkpointed)."""
     return MixedPrecision(torch.float16, "16-mixed")
 
 
 def bf16_mixed_precision() -> MixedPrecision:
+    """Autocast to bfloat16 on the module's device type (CPU, CUDA); float32 weights, no loss scaling."""
     return MixedPrecision(torch.bfloat16, "bf16-mixed")
 
 

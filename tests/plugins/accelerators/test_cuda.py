@@ -163,14 +163,16 @@ def test_trainer_registers_the_accelerators(make_trainer: Any) -> None:
 
 def test_priorities() -> None:
     assert CUDAAccelerator.auto_priority == 10 and CUDAAccelerator.name == "cuda"
-    assert cuda_mod._create.auto_priority == 10
-    assert cuda_mod._create_gpu.auto_priority < 0  # "gpu" is an alias, never chosen by "auto"
+    assert cuda_mod.cuda_accelerator.auto_priority == 10
+    assert cuda_mod.gpu_accelerator.auto_priority < 0  # "gpu" is an alias, never chosen by "auto"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 @pytest.mark.parametrize("name", ["cuda", "gpu"])
 def test_trainer_without_cuda_says_what_was_found(tmp_path: Path, name: str) -> None:
-    with pytest.raises(RuntimeError, match=rf"accelerator='{name}' was requested, but .*(built without CUDA|finds no CUDA device).*accelerator='cpu'"):
+    with pytest.raises(
+        RuntimeError, match=rf"accelerator='{name}' was requested, but .*(built without CUDA|finds no CUDA device).*accelerator='cpu'"
+    ):
         ember.Trainer(accelerator=name, default_root_dir=tmp_path, logger=False)
 
 

@@ -46,7 +46,7 @@ def test_absent_says_what_was_found(fake_mps: Any) -> None:
 
 
 def test_priority_and_setup(fake_mps: Any) -> None:
-    assert MPSAccelerator.auto_priority == 5 and mps_mod._create.auto_priority == 5
+    assert MPSAccelerator.auto_priority == 5 and mps_mod.mps_accelerator.auto_priority == 5
     acc = fake_mps(True)
     acc.setup_device(torch.device("mps", 0))
     with pytest.raises(ValueError, match="cannot set up cpu"):
@@ -56,9 +56,9 @@ def test_priority_and_setup(fake_mps: Any) -> None:
 def test_factory_refuses_when_absent(fake_mps: Any) -> None:
     fake_mps(False, built=False)
     with pytest.raises(RuntimeError, match=r"accelerator='mps' was requested, but .*built without MPS.*accelerator='cpu'"):
-        mps_mod._create()
+        mps_mod.mps_accelerator()
     fake_mps(True)
-    assert isinstance(mps_mod._create(), MPSAccelerator)
+    assert isinstance(mps_mod.mps_accelerator(), MPSAccelerator)
 
 
 @pytest.mark.skipif(MPS_PRESENT, reason="checks the error on a machine without MPS")
