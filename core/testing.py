@@ -70,8 +70,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ember.testing' has no attribute {name!r}")
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# No module __dir__ listing the lazy names: pytest and pluggy look at every
+# name dir() returns when they register a plugin, which would import torch.
 
 
 @pytest.fixture
