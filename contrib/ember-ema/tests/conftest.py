@@ -7,6 +7,11 @@ import os
 
 import pytest
 
+try:
+    import ember_ema  # noqa: F401  (the installed distribution, not the source tree)
+except ImportError as exc:  # pragma: no cover - a usage error, reported by pytest
+    raise pytest.UsageError("ember-ema is not installed: run `pip install ./contrib/ember-ema` first.") from exc
+
 
 @pytest.fixture
 def clean_env() -> dict[str, str]:
