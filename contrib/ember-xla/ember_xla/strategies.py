@@ -1,0 +1,409 @@
+"""``xla`` (one XLA device) and ``xla_ddp`` (one replica per local XLA device).
+
+XLA tensors are lazy: operations build a graph that runs when something needs
+a value or when a step is marked. Both strategies mark a step
+(``torch_xla.sync()``, ``xm.mark_step()`` before 2.6) after every optimizer
+step and before moving each batch to the device, so that each training or
+evaluation step compiles to one graph and the graph does not grow across
+batches.
+
+``xla_ddp`` under PJRT: the launcher hands the run to ``torch_xla.launch``
+(``xmp.spawn`` where that does not exist), which starts one process per local
+device (per chip on TPU v4 and later; CPU and v2/v3 use a thread per device).
+Each replica unpickles its own copy of the trainer, runs the stage, and rank
+zero's weights, metrics and counters come back to the calling process as with
+ember's ``ddp_spawn``. Gradients are averaged across replicas right after each
+backward pass (``xm.reduce_gradients``), so clipping and
+``on_before_optimizer_step`` see the averaged gradients, as under DDP.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
+
+from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
+from ember_xla import _runtime
+
+_REDUCE_TYPES = {"sum": "REDUCE_SUM", "mean": "REDUCE_SUM", "avg": "REDUCE_SUM", "max": "REDUCE_MAX", "min": "REDUCE_MIN"}
+
+
+class XLAWorkerError(RuntimeError):
+    """A replica of an ``xla_ddp`` run failed; the message says which error."""
+
+
+def sync(xla: Any) -> None:
+    """Cut the pending lazy graph and run it (``torch_xla.sync`` or ``xm.mark_step``)."""
+    step = getattr(xla.torch_xla, "sync", None)
+    if step is None:
+        step = xla.xm.mark_step
+    step()
+
+
+def xla_device(xla: Any, index: int | None = None) -> torch.device:
+    """This replica's XLA device (``torch_xla.device`` or ``xm.xla_device``)."""
+    get = getattr(xla.torch_xla, "device", None)
+    if callable(get):
+        return get() if index is None else get(index)
+    return xla.xm.xla_device() if index is None else xla.xm.xla_device(index)
+
+
+class XLAStrategy(SingleDeviceStrategy):
+    """One process on one XLA device."""
+
+    name = "xla"
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        precision: Any = None,
+        checkpoint_io: Any = None,
+        environment: Any = None,
+        devices: list[torch.device] | None = None,
+        num_nodes: int = 1,
+    ) -> None:
+        devices = list(devices) if devices else [torch.device("xla", 0)]
+        if len(devices) != 1 or num_nodes != 1:
+            raise ValueError(
+                f"strategy='xla' runs one process on one XLA device, not {len(devices)} device(s) on {num_nodes} node(s); "
+                "use strategy='xla_ddp' for data parallelism over the local XLA devices."
+            )
+        super().__init__(accelerator, precision, checkpoint_io, environment, devices=devices, num_nodes=1)
+        self._needs_transfer = True
+        self.moves_batches = True
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._xla: Any = None
+
+    # ----------------------------------------------------------------- runtime
+    @property
+    def xla(self) -> Any:
+        """torch_xla's modules (``torch_xla``, ``xm``, ``xr``, ``xmp``), imported on first use."""
+        if self._xla is None:
+            self._xla = _runtime.load()
+        return self._xla
+
+    def setup_environment(self) -> None:
+        index = self._device.index
+        self._device = xla_device(self.xla, index if index else None)
+        self.accelerator.setup_device(self._device)
+
+    # ----------------------------------------------------------------- model, data, steps
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        # torch_xla cannot run under torch.inference_mode ("Cannot set
+        # version_counter for inference tensor"): evaluate under no_grad instead.
+        trainer = getattr(module, "trainer", None)
+        if getattr(trainer, "inference_mode", False):
+            trainer.inference_mode = False
+        module = self.precision.convert_module(module)
+        return module.to(self._device)
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        self._optimizers = list(optimizers)
+        return optimizers
+
+    def batch_to_device(self, batch: Any) -> Any:
+        # A step boundary: whatever the previous batch queued (an evaluation
+        # step, for instance, which has no optimizer step) runs now as one graph.
+        sync(self.xla)
+        return self.precision.convert_input(move_to_device(batch, self._device))
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        self.precision.backward(loss, module)
+        if self.world_size > 1:
+            for optimizer in self._optimizers:
+                self.xla.xm.reduce_gradients(optimizer)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
+        output = self.precision.optimizer_step(optimizer, closure)
+        sync(self.xla)
+        return output
+
+    # ----------------------------------------------------------------- checkpoints
+    def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        return module.state_dict()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Written by global rank zero, with every tensor moved to the CPU first,
+        so ``torch.load(path, weights_only=True)`` opens it anywhere."""
+        if self.is_global_zero:
+            sync(self.xla)
+            self.checkpoint_io.save_checkpoint(_runtime.to_cpu(checkpoint), path)
+
+    def teardown(self) -> None:
+        if self._xla is not None:
+            try:
+                sync(self._xla)
+            except Exception:
+                pass
+        self._optimizers = []
+        self.accelerator.teardown() if self.accelerator is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_xla"] = None  # modules do not cross process boundaries; each replica imports its own
+        state["_optimizers"] = []
+        return state
+
+
+class XLADDPStrategy(XLAStrategy):
+    """Data parallel over the local XLA devices: one replica per device,
+    started by :class:`XLALauncher`; each replica sees its own slice of the
+    data (a ``DistributedSampler`` is inserted) and averages gradients with
+    the others after every backward pass.
+
+    ``use_distributed_sampler`` (default ``True``): give each replica its own
+    slice of every map-style ``DataLoader`` whose sampler is sequential or random.
+    """
+
+    name = "xla_ddp"
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        precision: Any = None,
+        checkpoint_io: Any = None,
+        environment: Any = None,
+        devices: list[torch.device] | int | None = None,
+        num_nodes: int = 1,
+        *,
+        use_distributed_sampler: bool = True,
+        start_method: str = "spawn",
+    ) -> None:
+        SingleDeviceStrategy.__init__(self, accelerator, precision, checkpoint_io, environment, device=torch.device("xla", 0))
+        if isinstance(devices, int):
+            devices = [torch.device("xla", i) for i in range(devices)]
+        self.parallel_devices: list[torch.device] = list(devices) if devices else []
+        self.num_nodes = int(num_nodes)
+        self.use_distributed_sampler = use_distributed_sampler
+        self.start_method = start_method
+        self._needs_transfer = True
+        self.moves_batches = True
+        self._optimizers = []
+        self._xla = None
+        #: True inside a replica started by the launcher: ranks then come from the runtime.
+        self._in_worker = False
+        self._warned: set[str] = set()
+        self.launcher = XLALauncher(self)
+
+    # ----------------------------------------------------------------- topology
+    @property
+    def expected_world_size(self) -> int:
+        return max(len(self.parallel_devices), 1) * self.num_nodes
+
+    @property
+    def world_size(self) -> int:  # type: ignore[override]
+        return int(self.xla.xr.world_size()) if self._in_worker else self.expected_world_size
+
+    @property
+    def global_rank(self) -> int:  # type: ignore[override]
+        return int(self.xla.xr.global_ordinal()) if self._in_worker else 0
+
+    @property
+    def local_rank(self) -> int:  # type: ignore[override]
+        return int(self.xla.xr.local_ordinal()) if self._in_worker else 0
+
+    @property
+    def node_rank(self) -> int:  # type: ignore[override]
+        if not self._in_worker:
+            return 0
+        host_index = getattr(self.xla.xr, "host_index", None)
+        return int(host_index()) if callable(host_index) else 0
+
+    @property
+    def is_global_zero(self) -> bool:  # type: ignore[override]
+        return self.global_rank == 0
+
+    def setup_environment(self) -> None:
+        self._device = xla_device(self.xla)
+        self.accelerator.setup_device(self._device)
+        actual = self.world_size
+        if self._in_worker and self.parallel_devices and actual != self.expected_world_size:
+            self._warn_once(
+                "world-size",
+                f"xla_ddp: devices x num_nodes = {self.expected_world_size}, but the XLA runtime started {actual} replica(s); "
+                "ember follows the runtime. Limit the devices it uses with torch_xla's variables (TPU_VISIBLE_CHIPS, CPU_NUM_DEVICES).",
+            )
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = super().setup_module(module)
+        if self.world_size > 1:
+            # Every replica starts from rank zero's weights, seeded or not.
+            self.xla.xm.broadcast_master_param(module)
+        return module
+
+    # ----------------------------------------------------------------- data
+    def process_dataloader(self, dataloader: Any, stage: str) -> Any:
+        if not self.use_distributed_sampler or self.world_size <= 1:
+            return dataloader
+        if not isinstance(dataloader, DataLoader) or isinstance(dataloader.dataset, IterableDataset):
+            return dataloader
+        sampler = dataloader.sampler
+        if isinstance(sampler, DistributedSampler):
+            return dataloader
+        batch_sampler = dataloader.batch_sampler
+        custom_batches = batch_sampler is not None and type(batch_sampler) is not torch.utils.data.BatchSampler
+        if type(dataloader) is not DataLoader or custom_batches or type(sampler) not in (SequentialSampler, RandomSampler):
+            kind = type(dataloader).__name__ if type(dataloader) is not DataLoader else type(batch_sampler if custom_batches else sampler).__name__
+            self._warn_once(
+                f"sampler:{kind}",
+                f"xla_ddp: the {stage} dataloader uses {kind}, which ember cannot split across replicas, so every replica "
+                "gets the batches it yields. Give it a DistributedSampler yourself, or pass a plain DataLoader.",
+            )
+            return dataloader
+        if isinstance(sampler, RandomSampler) and (sampler.replacement or sampler._num_samples is not None):
+            self._warn_once(
+                "sampler:replacement",
+                f"xla_ddp: the {stage} dataloader samples with replacement or a fixed num_samples; it was left as it is.",
+            )
+            return dataloader
+        distributed = DistributedSampler(
+            dataloader.dataset,
+            num_replicas=self.world_size,
+            rank=self.global_rank,
+            shuffle=isinstance(sampler, RandomSampler),
+            seed=int(os.environ.get("EMBER_GLOBAL_SEED", 0)),
+            drop_last=False,
+        )
+        return rebuild_with_sampler(dataloader, distributed)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
+
+    # ----------------------------------------------------------------- collectives
+    def reduce(self, tensor: Any, op: str = "mean") -> Any:
+        if self.world_size <= 1:
+            return tensor
+        name = str(op).lower()
+        if name not in _REDUCE_TYPES:
+            raise ValueError(f"reduce(op={op!r}): use 'mean', 'sum', 'max' or 'min'.")
+        source = tensor if isinstance(tensor, torch.Tensor) else torch.tensor(tensor)
+        value = source.detach()
+        if name in ("mean", "avg") and not value.is_floating_point():
+            value = value.float()
+        xm = self.xla.xm
+        reduced = xm.all_reduce(getattr(xm, _REDUCE_TYPES[name]), value.to(self._device))
+        if name in ("mean", "avg"):
+            reduced = reduced / self.world_size
+        return reduced.to(source.device)
+
+    def all_gather(self, tensor: Any) -> Any:
+        if self.world_size <= 1:
+            return super().all_gather(tensor)
+        source = tensor if isinstance(tensor, torch.Tensor) else torch.tensor(tensor)
+        gathered = self.xla.xm.all_gather(source.detach().unsqueeze(0).to(self._device), dim=0)
+        return gathered.to(source.device)
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        if self.world_size <= 1:
+            return obj
+        payload = pickle.dumps(obj) if self.global_rank == src else b""
+        received = self.xla.xm.rendezvous("ember.broadcast", payload)
+        return pickle.loads(received[src])
+
+    def barrier(self, name: str | None = None) -> None:
+        if self.world_size > 1:
+            self.xla.xm.rendezvous(f"ember.barrier.{name}" if name else "ember.barrier")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_warned"] = set()
+        return state
+
+
+def rebuild_with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
+    """A plain DataLoader like ``loader`` that draws indices from ``sampler``."""
+    options: dict[str, Any] = {
+        name: getattr(loader, name)
+        for name in (
+            "batch_size",
+            "num_workers",
+            "collate_fn",
+            "pin_memory",
+            "drop_last",
+            "timeout",
+            "worker_init_fn",
+            "multiprocessing_context",
+            "generator",
+            "persistent_workers",
+        )
+    }
+    if loader.num_workers > 0:
+        options["prefetch_factor"] = loader.prefetch_factor
+    for optional in ("pin_memory_device", "in_order"):
+        if hasattr(loader, optional):
+            options[optional] = getattr(loader, optional)
+    return DataLoader(loader.dataset, sampler=sampler, **options)
+
+
+# --------------------------------------------------------------------------- the launcher
+
+
+def _spawn_function(xla: Any) -> Callable[..., Any]:
+    """``torch_xla.launch`` (2.6 and later), else ``xmp.spawn``."""
+    launch = getattr(xla.torch_xla, "launch", None)
+    if callable(launch):
+        return launch
+    return xla.xmp.spawn
+
+
+class XLALauncher:
+    """Starts the replicas of an ``xla_ddp`` run through torch_xla and brings
+    rank zero's results back to the calling process."""
+
+    def __init__(self, strategy: XLADDPStrategy) -> None:
+        self.strategy = strategy
+
+    def should_launch(self) -> bool:
+        return not self.strategy._in_worker
+
+    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
+        # Shipping a trainer to the replicas and its results back is what ember's
+        # ddp_spawn does too; its helpers keep the two in step.
+        from ember.plugins.strategies.ddp import _dumps, _load_shipped
+
+        strategy = self.strategy
+        trainer = getattr(function, "__self__", None)
+        spawn = _spawn_function(strategy.xla)
+        workdir = tempfile.mkdtemp(prefix="ember-xla-")
+        try:
+            payload = _dumps((function, args))
+            try:
+                spawn(_replica, args=(payload, workdir), start_method=strategy.start_method)
+            except Exception as exc:
+                raise XLAWorkerError(f"xla_ddp: a replica failed with {type(exc).__name__}: {exc}") from exc
+            result_path = os.path.join(workdir, "result.pt")
+            if not os.path.isfile(result_path):
+                raise XLAWorkerError("xla_ddp: the replicas ended without an error, but rank 0 wrote no result.")
+            shipped = torch.load(result_path, weights_only=False)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if trainer is not None:
+            _load_shipped(trainer, shipped)
+        return shipped["return"]
+
+
+def _replica(index: int, payload: bytes, workdir: str) -> None:
+    """What each replica runs (module level, so the spawn start method can import it)."""
+    from ember.plugins.strategies.ddp import _ship
+
+    function, args = pickle.loads(payload)  # per replica: threads of one process get their own copies too
+    trainer = getattr(function, "__self__", None)
+    strategy = getattr(trainer, "strategy", None)
+    if isinstance(strategy, XLADDPStrategy):
+        strategy._in_worker = True
+    result = function(*args)
+    if strategy is None or strategy.is_global_zero:
+        shipped = _ship(trainer, result)
+        path = os.path.join(workdir, "result.pt")
+        torch.save(shipped, path + ".tmp")
+        os.replace(path + ".tmp", path)
