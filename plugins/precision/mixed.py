@@ -59,6 +59,7 @@ class MixedPrecision:
         self._fixed_device_type = device_type is not None
         self._module: torch.nn.Module | None = None
         self._pending_scaler_state: dict[str, Any] | None = None
+        self._warned_cpu = False
 
     # ------------------------------------------------------------------ device
     @property
@@ -76,11 +77,20 @@ class MixedPrecision:
         self._check_supported(value)
 
     def _check_supported(self, device_type: str) -> None:
-        if self.dtype == torch.float16 and device_type == "cpu" and not cpu_float16_supported():
+        if self.dtype != torch.float16 or device_type != "cpu" or self._warned_cpu:
+            return
+        if not cpu_float16_supported():
             raise RuntimeError(
                 f"precision='16-mixed' on CPU needs float16 CPU autocast and GradScaler('cpu'), which torch {torch.__version__} "
                 "does not provide. Use precision='bf16-mixed' on CPU (no loss scaling needed), or run on a GPU."
             )
+        self._warned_cpu = True
+        warnings.warn(
+            "precision='16-mixed' runs on CPU but is usually several times slower than '32-true' there; "
+            "precision='bf16-mixed' is the mixed precision for CPUs.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------ protocol
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:

@@ -21,10 +21,8 @@ from ember.plugins.precision.mixed import MixedPrecision, bf16_mixed_precision, 
 
 DIGITS = Path(__file__).resolve().parents[3] / "examples" / "digits"
 
-needs_cuda = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+# 16-mixed warns once per run on CPU that it is slow there; one test checks that.
+pytestmark = pytest.mark.filterwarnings("ignore:precision='16-mixed' runs on CPU:UserWarning")
 needs_cpu_fp16 = pytest.mark.skipif(not cpu_float16_supported(), reason="this torch has no float16 CPU autocast / GradScaler('cpu')")
 
 
@@ -235,6 +233,16 @@ def test_16_mixed_skips_a_step_whose_gradients_overflow_and_lowers_the_scale() -
     p.optimizer_step(opt, closure)
     assert w.item() == 1.0  # the step was skipped
     assert p.scaler.get_scale() == 2.0**15  # and the scale halved
+
+
+@needs_cpu_fp16
+def test_16_mixed_on_cpu_warns_once_that_bf16_is_the_cpu_choice(make_trainer: Any, loaders: Any) -> None:
+    train, _ = loaders
+    trainer = make_trainer(max_epochs=1, precision="16-mixed")
+    with pytest.warns(UserWarning, match="16-mixed' runs on CPU.*bf16-mixed") as record:
+        trainer.fit(ScaledProbe(), train)
+        trainer.validate(ScaledProbe(), train, verbose=False)
+    assert sum("16-mixed' runs on CPU" in str(w.message) for w in record) == 1
 
 
 def test_16_mixed_refuses_lbfgs() -> None:
