@@ -122,6 +122,8 @@ class DDPStrategy(SingleDeviceStrategy):
         self._ranks: tuple[int, int, int, int] | None = None
         self._spawned_worker = False
         self._owns_process_group = False
+        self._manual_sync = False
+        self._wrapped: Any = None
         self._warned_samplers: set[str] = set()
         self.launcher = _SpawnLauncher(self)
 
@@ -235,19 +237,33 @@ class DDPStrategy(SingleDeviceStrategy):
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
         module = self.precision.convert_module(module)
         module = module.to(self._device)
+        self._manual_sync = False
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to synchronise; DDP refuses such modules
+        if not getattr(module, "automatic_optimization", True):
+            # Manual optimization calls training_step directly and runs the backward
+            # inside it, which DDP's forward/backward bookkeeping does not allow.
+            # Start from rank zero's weights, as DDP would, and average the
+            # gradients after each backward instead (see backward()).
+            self._manual_sync = True
+            if self._group_ready():
+                with torch.no_grad():
+                    for tensor in [*module.parameters(), *module.buffers()]:
+                        dist.broadcast(tensor.data, src=0)
+            return module
         device_ids = [self._device.index] if self._device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(_TrainingStepModule(module), device_ids=device_ids, **self.ddp_kwargs)
-        if not getattr(module, "automatic_optimization", True):
-            # Manual optimization calls module.training_step directly, bypassing the
-            # wrapper; route that call through DDP so the backward averages gradients.
-            def training_step(*args: Any, **kwargs: Any) -> Any:
-                return wrapped(*args, **kwargs)
-
-            module.training_step = training_step  # type: ignore[method-assign]
         self._wrapped = wrapped
         return wrapped
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        self.precision.backward(loss, module)
+        if getattr(self, "_manual_sync", False) and self._group_ready():
+            world = dist.get_world_size()
+            for param in module.parameters():
+                if param.grad is not None:
+                    dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                    param.grad.div_(world)
 
     def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
         return _unwrap(module).state_dict()

@@ -58,6 +58,21 @@ class Regressor(ember.Module):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
+class ManualRegressor(Regressor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        return loss
+
+
 class IndexData(Dataset):
     def __init__(self, n: int) -> None:
         self.n = n
@@ -154,6 +169,16 @@ def test_two_processes_match_one_process_on_the_global_batch(strategy: str, no_l
     assert trainer.current_epoch == 2
     assert set(trainer.callback_metrics) >= {"train_loss", "train_loss_epoch"}
     assert trainer.state.status == "finished"
+
+
+@pytest.mark.timeout(60)
+def test_manual_optimization_averages_gradients_too(no_launcher_env: None) -> None:
+    expected = single_process_weights(epochs=1, global_batch=16)
+    torch.manual_seed(3)
+    module = ManualRegressor()
+    ember.Trainer(strategy="ddp_spawn", devices=2, max_epochs=1, **QUIET).fit(module, DataLoader(regression_data(), batch_size=8))
+    for name, value in module.state_dict().items():
+        torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=0)
 
 
 # --------------------------------------------------------------------------- (b) the same via torchrun
@@ -290,7 +315,7 @@ class _no_warnings:
 # --------------------------------------------------------------------------- (d) sync_dist, loggers, checkpoints
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
 def test_sync_dist_means_across_ranks_and_rank_zero_writes(tmp_path: Any, no_launcher_env: None) -> None:
     from ember.plugins.callbacks.model_checkpoint import ModelCheckpoint
     from ember.plugins.loggers.csv_logger import CSVLogger
