@@ -251,7 +251,11 @@ class XLADDPStrategy(XLAStrategy):
         batch_sampler = dataloader.batch_sampler
         custom_batches = batch_sampler is not None and type(batch_sampler) is not torch.utils.data.BatchSampler
         if type(dataloader) is not DataLoader or custom_batches or type(sampler) not in (SequentialSampler, RandomSampler):
-            kind = type(dataloader).__name__ if type(dataloader) is not DataLoader else type(batch_sampler if custom_batches else sampler).__name__
+            kind = (
+                type(dataloader).__name__
+                if type(dataloader) is not DataLoader
+                else type(batch_sampler if custom_batches else sampler).__name__
+            )
             self._warn_once(
                 f"sampler:{kind}",
                 f"xla_ddp: the {stage} dataloader uses {kind}, which ember cannot split across replicas, so every replica "

@@ -229,7 +229,10 @@ def test_parse_devices(monkeypatch, devices, expected):
         assert parsed == [torch.device("xla", 3)]
 
 
-@pytest.mark.parametrize(("devices", "error"), [(0, ValueError), (-2, ValueError), ([0, 1], ValueError), ("two", ValueError), (True, TypeError), (1.5, TypeError)])
+@pytest.mark.parametrize(
+    ("devices", "error"),
+    [(0, ValueError), (-2, ValueError), ([0, 1], ValueError), ("two", ValueError), (True, TypeError), (1.5, TypeError)],
+)
 def test_parse_devices_rejects(monkeypatch, devices, error):
     monkeypatch.setattr(_runtime, "load", lambda: fake_xla(device_type="CPU"))
     with pytest.raises(error, match="devices="):
