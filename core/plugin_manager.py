@@ -66,8 +66,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.callbacks.lr_monitor",
     "ember.plugins.callbacks.lr_finder",
     "ember.plugins.callbacks.batch_size_finder",
-    "ember.plugins.callbacks.lr_finder",
-    "ember.plugins.callbacks.batch_size_finder",
     "ember.plugins.callbacks.fault_tolerance",
     "ember.plugins.callbacks.throughput",
     "ember.plugins.callbacks.device_stats",
