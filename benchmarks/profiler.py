@@ -137,6 +137,32 @@ def measure(n: int, repeats: int, warmup: int, seed: int) -> dict[str, Any]:
     }
 
 
+def measure_calls(number: int = 200_000, repeats: int = 7) -> dict[str, float]:
+    """Per call, in a tight loop (min of ``repeats``): a hook implementation
+    called raw, the same through ``SimpleProfiler.wrap``, and the simple
+    profiler's own pair of batch hooks. Far steadier than the per-step
+    figures on a busy machine."""
+    import timeit
+
+    from ember.plugins.profilers import SimpleProfiler
+
+    def hook(trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        return None
+
+    prof = SimpleProfiler()
+    timed = prof.wrap("on_train_batch_end", "callback:Bench", hook)
+    args = (None, None, None, None, 0)
+    start, end = prof.on_train_batch_start, prof.on_train_batch_end
+
+    def best(stmt: Callable[[], Any]) -> float:
+        return min(timeit.repeat(stmt, number=number, repeat=repeats, timer=overhead.clock)) / number * 1e6
+
+    raw_us = best(lambda: hook(*args))
+    timed_us = best(lambda: timed(*args))
+    pair_us = best(lambda: (start(None, None, None, 0), end(None, None, None, None, 0)))
+    return {"call_raw_us": raw_us, "call_timed_us": timed_us, "timing_per_call_us": timed_us - raw_us, "own_batch_hooks_us": pair_us}
+
+
 def report(r: dict[str, Any]) -> str:
     d = r["dispatch"]
     rows = [
@@ -147,6 +173,10 @@ def report(r: dict[str, Any]) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    out.append(
+        f"per hook implementation: raw call {r['call_raw_us']:.3f} us, timed by simple {r['call_timed_us']:.3f} us "
+        f"(+{r['timing_per_call_us']:.3f} us); simple's own batch start+end hooks {r['own_batch_hooks_us']:.3f} us per batch"
+    )
     out.append(
         f"dispatch wrappers: off {d['off'].get('wrapped')}/{d['off'].get('total')}, identity {d['identity'].get('wrapped')}/"
         f"{d['identity'].get('total')}, simple {d['simple'].get('wrapped')}/{d['simple'].get('total')} callables"
@@ -171,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     result = measure(args.steps, args.repeats, args.warmup, args.seed)
+    result.update(measure_calls())
     result["clock"] = args.clock
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}"
     print(report(result))
