@@ -224,7 +224,7 @@ class DDPStrategy(SingleDeviceStrategy):
         dist.init_process_group(**kwargs)
         self._owns_process_group = True
         if not self._spawned_worker:
-            atexit.register(self.teardown)
+            atexit.register(self._teardown_at_exit)
 
     def _pick_device(self, local_rank: int) -> torch.device:
         devices = self.parallel_devices or []
@@ -366,6 +366,17 @@ class DDPStrategy(SingleDeviceStrategy):
             dist.barrier()
 
     # ----------------------------------------------------------------- teardown
+    def _teardown_at_exit(self) -> None:
+        """Under torchrun/srun: wait (bounded) for the other ranks before destroying the
+        group; a peer vanishing mid-teardown can abort gloo ("terminate called
+        without an active exception") after all the work is done."""
+        if self._owns_process_group and self._group_ready() and dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+            except Exception:
+                pass
+        self.teardown()
+
     def teardown(self) -> None:
         """Destroy the process group if ember created it. Safe to call twice."""
         if self._owns_process_group and dist.is_available() and dist.is_initialized():
