@@ -615,7 +615,7 @@ class Trainer:
         loop = checkpoint.get("loops", {}).get("fit", {})
         self.global_step = int(loop.get("global_step", checkpoint.get("global_step", 0)))
         self.current_epoch = int(loop.get("epoch", checkpoint.get("epoch", 0)))
-        self._position = position_from_state(loop)
+        self._position = position_from_state(loop, self.global_rank, self.world_size)
         self._callback_metrics.update({k: torch.tensor(v) for k, v in loop.get("callback_metrics", {}).items()})
         self._resuming = True
 

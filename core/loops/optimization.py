@@ -147,6 +147,7 @@ class AutomaticOptimization:
         self.null_context = isinstance(self.precision.forward_context(), contextlib.nullcontext)
         self.hooked_backward = bool(self.dispatch.on_before_backward or self.dispatch.on_after_backward)
         self.strategy_backward = trainer.strategy.backward
+        self.no_sync = getattr(trainer.strategy, "no_backward_sync", None)
         self.plain_step = (
             not getattr(self.precision, "scales_gradients", True)
             and not self.dispatch.on_before_optimizer_step
@@ -167,7 +168,12 @@ class AutomaticOptimization:
                 self.window_has_grads = False
             if not ((batch_idx + 1) % accumulate == 0 or is_last_batch):
                 try:
-                    self._closure()
+                    if self.no_sync is not None:
+                        # Gradients are only needed in sync on the window's last batch.
+                        with self.no_sync(self.placed):
+                            self._closure()
+                    else:
+                        self._closure()
                 except _SkipStep:
                     return None, False
                 self.mid_window = self.window_has_grads

@@ -126,6 +126,12 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
     }
     if position.epoch_rng is not None:
         state["epoch_rng"] = position.epoch_rng
+    gather = getattr(trainer.strategy, "all_gather_object", None)
+    if trainer.strategy.world_size > 1 and gather is not None:
+        # Every rank draws its own random numbers (dropout, augmentation): keep
+        # each rank's, so that each resumes exactly. Rank zero writes the file.
+        state["rng_per_rank"] = gather(state["rng"])
+        state["epoch_rng_per_rank"] = gather(position.epoch_rng)
     if trainer._train_results is not None and (position.batches_done or position.phase == EPOCH_END):
         state["results"] = trainer._train_results.state_dict()
     stepper = getattr(trainer, "_stepper", None)
@@ -134,7 +140,16 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
     return state
 
 
-def position_from_state(state: dict[str, Any]) -> FitPosition:
+def position_from_state(state: dict[str, Any], rank: int = 0, world_size: int = 1) -> FitPosition:
+    per_rank = state.get("rng_per_rank")
+    if per_rank is not None and len(per_rank) == world_size:
+        state = {**state, "rng": per_rank[rank], "epoch_rng": state.get("epoch_rng_per_rank", [None] * world_size)[rank]}
+    elif per_rank is not None or world_size > 1:
+        warnings.warn(
+            f"The checkpoint was written by {len(per_rank) if per_rank else 1} process(es) and is resumed by {world_size}: "
+            "each process continues from rank zero's random state, so dropout and shuffling will not match the interrupted run.",
+            stacklevel=3,
+        )
     return FitPosition(
         phase=state.get("phase", BATCHES),
         batches_done=int(state.get("batches_done", 0)),

@@ -20,6 +20,7 @@ Who starts the processes:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import io
 import os
@@ -349,6 +350,21 @@ class DDPStrategy(SingleDeviceStrategy):
         gathered = [torch.empty_like(source) for _ in range(dist.get_world_size())]
         dist.all_gather(gathered, source)
         return torch.stack(gathered).to(tensor.device)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """``obj`` from every rank, in rank order (checkpoints use it for per-rank RNG state)."""
+        if not self._group_ready():
+            return [obj]
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def no_backward_sync(self, module: torch.nn.Module) -> Any:
+        """Skip the gradient all-reduce for backward passes inside the context:
+        the kernel uses it for the batches of an accumulation window before the last."""
+        if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+            return module.no_sync()
+        return contextlib.nullcontext()
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         if not self._group_ready():
