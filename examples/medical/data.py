@@ -33,8 +33,8 @@ import math
 import os
 import threading
 import uuid
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ def _show_log_messages() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+
 
 #: What the example needs to know about the 28x28 MedMNIST 2D sets it supports
 #: (``medmnist.INFO`` has the same facts; this copy spares the example the
@@ -151,9 +152,7 @@ def try_download(url: str, target: Path, md5: str | None, timeout: float) -> str
 # --------------------------------------------------------------------------- synthetic stand-in
 
 
-def synthetic_medmnist(
-    n: int, n_channels: int, n_classes: int, seed: int, size: int = IMAGE_SIZE
-) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_medmnist(n: int, n_channels: int, n_classes: int, seed: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images shaped like a MedMNIST split: ``uint8`` ``(n, size, size)``
     (one channel) or ``(n, size, size, 3)``, and labels ``(n, 1)``.
 
@@ -189,9 +188,7 @@ def synthetic_medmnist(
     for k in range(n_classes):
         pick = labels == k
         if pick.any():
-            pattern[pick] = _structure(
-                k, yy, xx, cy[pick], cx[pick], theta[pick], radius[pick], period[pick], phase[pick], dots[pick]
-            )
+            pattern[pick] = _structure(k, yy, xx, cy[pick], cx[pick], theta[pick], radius[pick], period[pick], phase[pick], dots[pick])
 
     # Smooth background (a random linear ramp) and noise; contrast varies per image.
     ramp = (uniform(-1, 1, n, 1, 1) * yy + uniform(-1, 1, n, 1, 1) * xx) / size
@@ -437,7 +434,7 @@ class MedMNISTDataModule(ember.DataModule):
             log.warning("MedMNIST not available offline: using the synthetic stand-in (%s).", why)
         return {
             split: synthetic_medmnist(n, self.n_channels, self.num_classes, seed=self.data_seed + 1000 * i)
-            for i, (split, n) in enumerate(zip(("train", "val", "test"), self.synthetic_sizes))
+            for i, (split, n) in enumerate(zip(("train", "val", "test"), self.synthetic_sizes, strict=True))
         }
 
     def _check_model(self) -> None:
@@ -447,8 +444,7 @@ class MedMNISTDataModule(ember.DataModule):
             got = hparams.get(name) if hasattr(hparams, "get") else None
             if got is not None and got != expected:
                 raise ValueError(
-                    f"The model has {name} = {got} but {self.flag} has {expected}: "
-                    f"set model.init_args.{name} = {expected} in the stack."
+                    f"The model has {name} = {got} but {self.flag} has {expected}: set model.init_args.{name} = {expected} in the stack."
                 )
 
     def setup(self, stage: str | None = None) -> None:

@@ -98,10 +98,14 @@ def test_medical_fit_test_export_through_the_cli(tmp_path: Path) -> None:
     proc = run_ember(
         [
             "fit",
-            "--trainer.default_root_dir", str(run_root),
-            "--loggers.0.init_args.save_dir", str(run_root),  # the stack's explicit CSV logger
-            "--trainer.enable_progress_bar", "false",
-            "--data.init_args.source", "synthetic",
+            "--trainer.default_root_dir",
+            str(run_root),
+            "--loggers.0.init_args.save_dir",
+            str(run_root),  # the stack's explicit CSV logger
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.init_args.source",
+            "synthetic",
         ],
         cwd=workdir,
         env=env,
@@ -129,9 +133,19 @@ def test_medical_fit_test_export_through_the_cli(tmp_path: Path) -> None:
 
     # `ember test` on that checkpoint.
     proc = run_ember(
-        ["test", "--ckpt_path", str(ckpt_path), "--trainer.default_root_dir", str(run_root),
-         "--loggers.0.init_args.save_dir", str(run_root), "--trainer.enable_progress_bar", "false",
-         "--data.init_args.source", "synthetic"],
+        [
+            "test",
+            "--ckpt_path",
+            str(ckpt_path),
+            "--trainer.default_root_dir",
+            str(run_root),
+            "--loggers.0.init_args.save_dir",
+            str(run_root),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.init_args.source",
+            "synthetic",
+        ],
         cwd=workdir,
         env=env,
     )
