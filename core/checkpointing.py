@@ -94,7 +94,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
         checkpoint["callbacks"] = callback_states
         if datamodule is not None:
             checkpoint["datamodule"] = datamodule.state_dict()
-        for fn in trainer._dispatch.on_save_checkpoint:
+        for fn in trainer._dispatch.on_save_checkpoint if trainer._dispatch is not None else ():
             fn(trainer, module, checkpoint)
     return checkpoint
 

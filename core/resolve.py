@@ -44,7 +44,11 @@ def resolve_strategy(
         name = auto_accelerator(registry) if accelerator == "auto" else accelerator
         accelerator_obj = registry.create("accelerator", name)
         if not accelerator_obj.is_available():
-            raise RuntimeError(f"accelerator={name!r} was requested but is not available on this machine. Use accelerator='auto' or 'cpu'.")
+            reason = getattr(accelerator_obj, "unavailable_reason", None)
+            detail = f" {reason()}" if callable(reason) else ""
+            raise RuntimeError(
+                f"accelerator={name!r} was requested but is not available on this machine.{detail} Use accelerator='auto' or 'cpu'."
+            )
     else:
         accelerator_obj = accelerator
     device_list = accelerator_obj.parse_devices(devices)

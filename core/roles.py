@@ -108,6 +108,8 @@ class Accelerator(Protocol):
     def is_available() -> bool:
         """Whether this hardware is present."""
 
+    # Optional: ``unavailable_reason() -> str`` explains a false ``is_available()``.
+
     def parse_devices(self, devices: int | str | list[int]) -> list[torch.device]:
         """Turn the user's ``devices`` value into concrete devices, or raise a
         clear error saying what was asked for and what was found."""
