@@ -54,15 +54,31 @@ def _generators(loader: Any) -> list[torch.Generator]:
     return found
 
 
+def _seeded_sampler(loader: Any) -> Any:
+    """A sampler that shuffles from its own ``seed`` (and ``set_epoch``), like
+    ``DistributedSampler``: its order depends on that seed, not on a generator."""
+    for obj in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if isinstance(getattr(obj, "seed", None), int) and hasattr(obj, "set_epoch"):
+            return obj
+    return None
+
+
 def epoch_snapshot(loader: Any) -> dict[str, Any]:
     """Random state that decides an epoch's order: taken just before ``iter(loader)``."""
-    return {"global": rng_state(), "loader": [g.get_state() for g in _generators(loader)]}
+    snapshot: dict[str, Any] = {"global": rng_state(), "loader": [g.get_state() for g in _generators(loader)]}
+    sampler = _seeded_sampler(loader)
+    if sampler is not None:
+        snapshot["sampler_seed"] = sampler.seed
+    return snapshot
 
 
 def restore_epoch_snapshot(loader: Any, snapshot: dict[str, Any]) -> None:
     set_rng_state(snapshot["global"])
     for generator, state in zip(_generators(loader), snapshot.get("loader", []), strict=False):
         generator.set_state(state)
+    sampler = _seeded_sampler(loader)
+    if sampler is not None and "sampler_seed" in snapshot:
+        sampler.seed = snapshot["sampler_seed"]  # the relaunch may have a different global seed
 
 
 def warn_if_not_exactly_resumable(loader: Any, skip: int) -> None:

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 from ember.plugin_manager import hookimpl
+from ember.seed import rng_state, set_rng_state
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
@@ -497,7 +498,10 @@ class _SpawnLauncher:
             port = env.main_port if num_nodes > 1 else find_free_port()
         workdir = tempfile.mkdtemp(prefix="ember-ddp-")
         try:
-            payload = _dumps((function, args))
+            # The workers continue the caller's random state, as if the run had
+            # stayed in this process: seed_everything before fit() then decides
+            # dropout and shuffling in every rank, and identically on each.
+            payload = _dumps((function, args, rng_state()))
             context = torch.multiprocessing.start_processes(
                 _worker,
                 args=(payload, nprocs, node_rank, num_nodes, address, port, workdir),
@@ -579,7 +583,8 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
     )
     strategy = None
     try:
-        function, args = pickle.loads(payload)
+        function, args, caller_rng = pickle.loads(payload)
+        set_rng_state(caller_rng)
         trainer = getattr(function, "__self__", None)
         strategy = trainer.strategy if trainer is not None else None
         if strategy is not None:
