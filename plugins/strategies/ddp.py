@@ -41,8 +41,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 from ember.plugin_manager import hookimpl
-from ember.seed import rng_state, set_rng_state
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
+from ember.seed import rng_state, set_rng_state
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
 
