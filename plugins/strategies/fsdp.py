@@ -1,0 +1,486 @@
+"""``fsdp``: fully sharded data parallel (FSDP2, ``torch.distributed.fsdp.fully_shard``).
+
+Each process keeps only its shard of every parameter, gradient and optimizer
+state; a layer's full parameters are gathered just before it runs and freed
+after. Processes are started like ``ddp``: by ``torchrun``/``srun`` (ember joins
+the group), or by ember's spawn launcher when no launcher started the script.
+
+What gets sharded (``auto_wrap``):
+
+- a set (or list) of module classes: every submodule of one of these classes is
+  sharded as a unit, then the root;
+- ``None`` (default): each direct child of the module that holds parameters is
+  a unit, then the root.
+
+Checkpoints (``state_dict_type``):
+
+- ``"sharded"`` (default): the checkpoint path is a **directory** (whatever its
+  name; ``epoch=3.ckpt`` becomes a directory) holding the model and optimizer
+  shards written by ``torch.distributed.checkpoint`` (``*.distcp`` and
+  ``.metadata``) and ``meta.pt``, the rest of ember's checkpoint (loop
+  position, callbacks, schedulers, hyperparameters, ...), written by rank zero
+  and readable with ``torch.load(weights_only=True)``. With ``async_save=True``
+  the shards are written in a background thread; the write is awaited before
+  the next save, before any load or removal, and at teardown. Every save is
+  written to a hidden sibling directory first and renamed into place when
+  complete, so an interrupted save never leaves a half-written checkpoint under
+  the final name.
+- ``"full"``: rank zero gathers the full (unsharded) state on the CPU and
+  writes one ordinary ember checkpoint file, which a single-device run can
+  resume.
+
+Loading follows what is on disk, not ``state_dict_type``: a directory is read
+as a sharded checkpoint, a file as a full one. Use
+:func:`ember.checkpoint_consolidate.consolidate` (``ember checkpoint
+consolidate DIR OUT``) to turn a sharded directory into one file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ember.plugin_manager import hookimpl
+from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher
+
+#: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.
+META_FILE = "meta.pt"
+#: Key of ``meta.pt`` describing the sharded part.
+SHARDED_KEY = "fsdp_sharded"
+_STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
+
+
+def is_sharded_checkpoint(path: str) -> bool:
+    """Whether ``path`` is a directory written by the ``fsdp`` strategy in sharded mode."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, META_FILE))
+
+
+# --------------------------------------------------------------------------- optimizer-state key conversion
+
+
+def _param_names(module: torch.nn.Module) -> dict[int, str]:
+    return {id(p): name for name, p in module.named_parameters()}
+
+
+def optimizer_state_to_ids(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state keyed by parameter names (``get_optimizer_state_dict``'s
+    form) → the form ``Optimizer.state_dict()`` has (parameters numbered in
+    param-group order), so a plain optimizer can load it."""
+    numbering: dict[str, int] = {}
+    groups = []
+    for group in state.get("param_groups", []):
+        ids = []
+        for name in group["params"]:
+            numbering.setdefault(name, len(numbering))
+            ids.append(numbering[name])
+        groups.append({**group, "params": ids})
+    return {"state": {numbering[k]: v for k, v in state.get("state", {}).items() if k in numbering}, "param_groups": groups}
+
+
+def optimizer_state_to_names(state: dict[str, Any], optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, Any]:
+    """The inverse of :func:`optimizer_state_to_ids` for ``optimizer`` (whose
+    parameters belong to ``module``)."""
+    names = _param_names(module)
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    groups = []
+    for group in state.get("param_groups", []):
+        groups.append({**group, "params": [order[i] for i in group["params"]]})
+    return {"state": {order[int(k)]: v for k, v in state.get("state", {}).items()}, "param_groups": groups}
+
+
+# --------------------------------------------------------------------------- the strategy
+
+
+class FSDPStrategy(DDPStrategy):
+    """Fully sharded data parallel with FSDP2.
+
+    ``auto_wrap``: module classes to shard as units (default: each direct child
+    with parameters). ``state_dict_type``: ``"sharded"`` (a directory per
+    checkpoint, written with ``torch.distributed.checkpoint``) or ``"full"``
+    (one file, gathered on rank zero). ``async_save``: write sharded
+    checkpoints in a background thread. ``reshard_after_forward``,
+    ``mp_policy``, ``offload_policy`` and other keywords go to ``fully_shard``.
+    ``use_distributed_sampler``, ``process_group_backend`` and ``timeout`` are
+    as for ``ddp``.
+    """
+
+    name = "fsdp"
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        precision: Any = None,
+        checkpoint_io: Any = None,
+        environment: Any = None,
+        devices: list[torch.device] | int | None = None,
+        num_nodes: int = 1,
+        *,
+        auto_wrap: Iterable[type[torch.nn.Module]] | None = None,
+        state_dict_type: str = "sharded",
+        async_save: bool = False,
+        use_distributed_sampler: bool = True,
+        process_group_backend: str | None = None,
+        timeout: Any = None,
+        **fsdp_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            accelerator,
+            precision,
+            checkpoint_io,
+            environment,
+            devices,
+            num_nodes,
+            use_distributed_sampler=use_distributed_sampler,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
+        )
+        if state_dict_type not in ("sharded", "full"):
+            raise ValueError(f"fsdp: state_dict_type must be 'sharded' or 'full', not {state_dict_type!r}.")
+        if async_save and state_dict_type != "sharded":
+            raise ValueError("fsdp: async_save=True writes sharded checkpoints; it needs state_dict_type='sharded'.")
+        self.auto_wrap = tuple(auto_wrap) if auto_wrap is not None else None
+        self.state_dict_type = state_dict_type
+        self.async_save = bool(async_save)
+        self.fsdp_kwargs = fsdp_kwargs
+        self.mesh: Any = None
+        self._module: torch.nn.Module | None = None
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._pending_load: dict[str, Any] | None = None
+        self._save_future: Any = None
+        self._finish_save: Callable[[], None] | None = None
+        self._ckpt_group: Any = None
+        self._final_state: dict[str, Any] | None = None
+        self.launcher = _FSDPSpawnLauncher(self)
+
+    # ----------------------------------------------------------------- set-up
+    def setup_environment(self) -> None:
+        super().setup_environment()
+        from torch.distributed.device_mesh import init_device_mesh
+
+        self.mesh = init_device_mesh(self._device.type, (dist.get_world_size(),))
+        if self.async_save:
+            # The background writer runs collectives; on its own group they cannot
+            # interleave with the training's collectives on the default group.
+            self._ckpt_group = dist.new_group(backend="gloo")
+        if not self._spawned_worker:
+            atexit.register(self.wait_for_checkpoint)
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        module = self.precision.convert_module(module)
+        module = module.to(self._device)
+        self._manual_sync = False
+        kwargs = {"mesh": self.mesh, **self.fsdp_kwargs}
+        if self.auto_wrap is not None:
+            units = [m for m in module.modules() if m is not module and isinstance(m, self.auto_wrap)]
+            for unit in reversed(units):  # innermost first
+                fully_shard(unit, **kwargs)
+        else:
+            for child in module.children():
+                if any(True for _ in child.parameters()):
+                    fully_shard(child, **kwargs)
+        fully_shard(module, **kwargs)
+        # The loops call the step methods directly, not the module: make them
+        # gather the root's parameters the way forward() does.
+        for name in _STEP_METHODS:
+            if callable(getattr(type(module), name, None)):
+                register_fsdp_forward_method(module, name)
+        self._module = module
+        if self._pending_load is not None:
+            self._load_model_state(module)
+        return module
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        self._optimizers = list(optimizers)
+        if self._pending_load is not None and self._pending_load.get("with_optimizers"):
+            self._load_optimizer_states()
+        return optimizers
+
+    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
+        self.precision.backward(loss, module)  # FSDP reduce-scatters the gradients during backward
+
+    def no_backward_sync(self, module: torch.nn.Module) -> Any:
+        """Accumulate gradients locally (no reduce-scatter) inside the context."""
+        return _gradient_sync_off(module)
+
+    # ----------------------------------------------------------------- state dicts
+    def _options(self, full: bool) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+        return StateDictOptions(full_state_dict=True, cpu_offload=True) if full else StateDictOptions()
+
+    def full_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        """The unsharded weights, on rank zero (other ranks get ``{}``). Collective."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(module, options=self._options(full=True))
+
+    def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        """``"full"``: the gathered weights on rank zero (collective: every rank
+        calls it when a checkpoint is assembled). ``"sharded"``: this rank's
+        ``DTensor`` shards (no communication); ``save_checkpoint`` writes them."""
+        if self._final_state is not None:  # gathered by every rank at the end of a spawned stage
+            state, self._final_state = self._final_state, None
+            return state
+        if not _is_sharded(module):
+            return module.state_dict()
+        if self.state_dict_type == "full":
+            return self.full_state_dict(module)
+        return module.state_dict()
+
+    # ----------------------------------------------------------------- saving
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        self.wait_for_checkpoint()
+        module = self._module
+        if module is None:
+            return super().save_checkpoint(checkpoint, path)
+        if self.state_dict_type == "full":
+            return self._save_full(checkpoint, path, module)
+        return self._save_sharded(checkpoint, path, module)
+
+    def _save_full(self, checkpoint: dict[str, Any], path: str, module: torch.nn.Module) -> None:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        if "optimizer_states" in checkpoint:
+            checkpoint["optimizer_states"] = [
+                optimizer_state_to_ids(get_optimizer_state_dict(module, opt, options=self._options(full=True)))
+                for opt in self._optimizers
+            ]
+        if self.is_global_zero:
+            self.checkpoint_io.save_checkpoint(checkpoint, path)
+
+    def _save_sharded(self, checkpoint: dict[str, Any], path: str, module: torch.nn.Module) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        path = os.path.abspath(path)
+        if os.path.isfile(path):
+            raise FileExistsError(
+                f"fsdp: {path!r} is a file, but sharded checkpoints are directories. "
+                "Remove it, choose another path, or use FSDPStrategy(state_dict_type='full')."
+            )
+        with_optimizers = "optimizer_states" in checkpoint
+        state: dict[str, Any] = {"model": get_model_state_dict(module)}
+        if with_optimizers:
+            state["optim"] = get_optimizer_state_dict(module, self._optimizers)
+        meta = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+        meta[SHARDED_KEY] = {
+            "format": "torch.distributed.checkpoint",
+            "world_size": self.world_size,
+            "with_optimizers": with_optimizers,
+            "param_groups_per_optimizer": [len(opt.param_groups) for opt in self._optimizers] if with_optimizers else [],
+        }
+        # Every rank writes into the same temporary directory (rank zero names it).
+        tmp = self.broadcast(os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}-{uuid.uuid4().hex[:8]}"))
+        if self.is_global_zero:
+            os.makedirs(tmp, exist_ok=True)
+            self.checkpoint_io.save_checkpoint(meta, os.path.join(tmp, META_FILE))
+        self.barrier("fsdp_save_start")
+        if self.async_save:
+            self._save_future = dcp.async_save(state, checkpoint_id=tmp, process_group=self._ckpt_group)
+        else:
+            dcp.save(state, checkpoint_id=tmp)
+        finish = _Publish(tmp, path) if self.is_global_zero else None
+        if self.async_save:
+            self._finish_save = finish
+        elif finish is not None:
+            finish()
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until a background (``async_save``) write is on disk and published."""
+        future, self._save_future = self._save_future, None
+        finish, self._finish_save = self._finish_save, None
+        if future is not None:
+            result = getattr(future, "result", None)
+            if result is None:  # an AsyncSaveResponse
+                future = future.upload_completion
+            future.result()
+        if finish is not None:
+            finish()
+
+    # ----------------------------------------------------------------- loading
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        """Read the non-weight part now; the weights and optimizer states are
+        loaded into the sharded module and optimizers in ``setup_module`` /
+        ``setup_optimizers``, after which ``checkpoint["state_dict"]`` and
+        ``checkpoint["optimizer_states"]`` hold their current (sharded) state,
+        so that the trainer's own ``load_state_dict`` calls change nothing."""
+        self.wait_for_checkpoint()
+        self.barrier("fsdp_load")  # a save another rank published must be visible
+        if os.path.isdir(path):
+            if not is_sharded_checkpoint(path):
+                raise FileNotFoundError(f"fsdp: {path!r} is a directory but not a sharded ember checkpoint (it has no {META_FILE}).")
+            meta = self.checkpoint_io.load_checkpoint(os.path.join(path, META_FILE))
+            info = meta.get(SHARDED_KEY, {})
+            meta["state_dict"] = {}
+            with_optimizers = bool(info.get("with_optimizers"))
+            if with_optimizers:
+                meta["optimizer_states"] = []
+            self._pending_load = {"kind": "sharded", "path": path, "checkpoint": meta, "with_optimizers": with_optimizers}
+            return meta
+        checkpoint = self.checkpoint_io.load_checkpoint(path)
+        if "state_dict" in checkpoint:
+            self._pending_load = {
+                "kind": "full",
+                "path": path,
+                "checkpoint": checkpoint,
+                "state_dict": checkpoint["state_dict"],
+                "optimizer_states": checkpoint.get("optimizer_states"),
+                "with_optimizers": "optimizer_states" in checkpoint,
+            }
+            checkpoint["state_dict"] = {}
+            if "optimizer_states" in checkpoint:
+                checkpoint["optimizer_states"] = []
+        return checkpoint
+
+    def _load_model_state(self, module: torch.nn.Module) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+
+        pending = self._pending_load
+        assert pending is not None
+        if pending["kind"] == "sharded":
+            state = {"model": get_model_state_dict(module)}
+            dcp.load(state, checkpoint_id=pending["path"])
+            set_model_state_dict(module, state["model"])
+        else:
+            set_model_state_dict(module, pending.pop("state_dict"), options=StateDictOptions(full_state_dict=True))
+        pending["checkpoint"]["state_dict"].update(module.state_dict())
+        if not pending["with_optimizers"]:
+            self._pending_load = None
+
+    def _load_optimizer_states(self) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        pending, self._pending_load = self._pending_load, None
+        assert pending is not None and self._module is not None
+        module, optimizers = self._module, self._optimizers
+        target = pending["checkpoint"].get("optimizer_states")
+        if pending["kind"] == "sharded":
+            state = {"optim": get_optimizer_state_dict(module, optimizers)}
+            dcp.load(state, checkpoint_id=pending["path"])
+            set_optimizer_state_dict(module, optimizers, state["optim"])
+        else:
+            saved = pending.get("optimizer_states") or []
+            if len(saved) != len(optimizers):
+                # Leave it to the trainer to report the mismatch.
+                if target is not None:
+                    target[:] = saved
+                return
+            for opt, opt_state in zip(optimizers, saved, strict=True):
+                named = optimizer_state_to_names(opt_state, opt, module)
+                set_optimizer_state_dict(module, opt, named, options=StateDictOptions(full_state_dict=True))
+        if target is not None:
+            target[:] = [opt.state_dict() for opt in optimizers]
+
+    def remove_checkpoint(self, path: str) -> None:
+        self.wait_for_checkpoint()
+        if self.is_global_zero:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                self.checkpoint_io.remove_checkpoint(path)
+
+    # ----------------------------------------------------------------- teardown
+    def teardown(self) -> None:
+        try:
+            self.wait_for_checkpoint()
+        finally:
+            self._pending_load = None
+            self._module = None
+            self._optimizers = []
+            self.mesh = None
+            self._ckpt_group = None
+            super().teardown()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for key in ("mesh", "_module", "_save_future", "_finish_save", "_ckpt_group"):
+            state[key] = None
+        state["_optimizers"] = []
+        return state
+
+
+class _Publish:
+    """Rank zero's last step of a sharded save: move the finished temporary
+    directory to its final name (replacing an older checkpoint there)."""
+
+    def __init__(self, tmp: str, path: str) -> None:
+        self.tmp = tmp
+        self.path = path
+
+    def __call__(self) -> None:
+        if os.path.isdir(self.path):
+            old = f"{self.tmp}.old"
+            os.replace(self.path, old)
+            os.replace(self.tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.path)
+
+
+@contextlib.contextmanager
+def _gradient_sync_off(module: torch.nn.Module) -> Iterator[None]:
+    setter = getattr(module, "set_requires_gradient_sync", None)
+    if setter is None:
+        yield
+        return
+    setter(False)
+    try:
+        yield
+    finally:
+        setter(True)
+
+
+def _is_sharded(module: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+# --------------------------------------------------------------------------- the spawn launcher
+
+
+class _GatherAtEnd:
+    """Runs a worker's stage, then (on every rank: it is a collective) gathers
+    the full weights that rank zero ships back to the calling process."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        self.__self__ = getattr(function, "__self__", None)
+
+    def __call__(self, *args: Any) -> Any:
+        result = self.function(*args)
+        trainer = self.__self__
+        if trainer is not None:
+            strategy = trainer.strategy
+            strategy.wait_for_checkpoint()
+            module = getattr(trainer, "module", None)
+            if module is not None and _is_sharded(module):
+                state = strategy.full_state_dict(module)
+                strategy._final_state = state if strategy.is_global_zero else None
+        return result
+
+
+class _FSDPSpawnLauncher(_SpawnLauncher):
+    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
+        return super().launch(_GatherAtEnd(function), *args)
+
+
+@hookimpl
+def register_roles(registry):  # type: ignore[no-untyped-def]
+    registry.add("strategy", "fsdp", FSDPStrategy)
