@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.accelerators.mps",
     "ember.plugins.strategies.single_device",
     "ember.plugins.strategies.ddp",
+    "ember.plugins.strategies.deepspeed",
     "ember.plugins.strategies.fsdp",
     "ember.plugins.precision.true_precision",
     "ember.plugins.precision.mixed",

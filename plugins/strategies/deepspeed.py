@@ -1,0 +1,489 @@
+"""``deepspeed``: ZeRO data parallelism through Microsoft DeepSpeed.
+
+Registered names: ``deepspeed`` (stage 2 unless told otherwise),
+``deepspeed_stage_1``, ``deepspeed_stage_2``, ``deepspeed_stage_3`` and
+``deepspeed_stage_2_offload`` (stage 2 with the optimizer state and step on
+the CPU, DeepSpeed's ``DeepSpeedCPUAdam``).
+
+DeepSpeed is an optional dependency (``pip install 'ember[deepspeed]'``) and is
+imported only when this strategy sets up, never when ember starts.
+
+How the pieces fit:
+
+- Processes are started like ``ddp``: by ``torchrun``/``srun`` or, without a
+  launcher, by ember's spawn launcher. The process group is ``gloo`` on CPU and
+  ``nccl`` on CUDA; ``deepspeed.init_distributed`` then adopts it.
+- ``setup_module`` remembers the module; the engine is made in
+  ``setup_optimizers`` (the kernel configures the optimizers after placing the
+  module) with ``deepspeed.initialize(model=<wrapper whose forward is
+  training_step>, optimizer=<the optimizer from configure_optimizers>)``.
+- The engine does the backward (``engine.backward``) and the step
+  (``engine.step``: ZeRO partitioning, loss scaling, clipping).
+- Gradient accumulation: ember's loop owns the window. The engine is
+  configured with ``gradient_accumulation_steps = accumulate_grad_batches`` (so
+  DeepSpeed's batch-size arithmetic is right) but the boundary is set
+  explicitly on every micro-batch (``set_gradient_accumulation_boundary``), the
+  loss ember already divided is not divided again (``scale_wrt_gas=False``),
+  and ember's ``zero_grad`` is a no-op (the engine clears gradients after each
+  step).
+- Checkpoints are DeepSpeed's own directory format: ``save_checkpoint(ckpt,
+  path)`` calls ``engine.save_checkpoint(path, tag="ember",
+  client_state={"ember": <ckpt without weights and optimizer state>})`` on
+  every rank. ``load_checkpoint(path)`` reads the client state back (the engine
+  does not exist yet at that point of the kernel's set-up), and the engine
+  restores weights and (partitioned) optimizer state right after
+  ``deepspeed.initialize``; the dict handed to the kernel then carries the
+  module's restored weights and a marker optimizer state, so the kernel's plain
+  ``load_state_dict`` calls change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ember.plugin_manager import hookimpl
+from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher, _TrainingStepModule, _unwrap
+
+#: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
+TAG = "ember"
+#: What ``optimizer.state_dict()`` returns under this strategy: the real state is in DeepSpeed's files.
+OPTIMIZER_MARKER = {"deepspeed": "optimizer state is in the DeepSpeed checkpoint directory"}
+
+
+def _import_deepspeed() -> Any:
+    try:
+        import deepspeed
+    except ImportError as exc:
+        raise ImportError(
+            "strategy='deepspeed' needs the DeepSpeed package: pip install 'ember[deepspeed]' (or pip install deepspeed)."
+        ) from exc
+    return deepspeed
+
+
+class DeepSpeedOptimizer:
+    """What the trainer sees as its optimizer: forwards to the user's optimizer
+    (learning rates, ``param_groups`` for LR monitors), while zeroing, stepping
+    and state belong to the DeepSpeed engine."""
+
+    def __init__(self, strategy: DeepSpeedStrategy, optimizer: torch.optim.Optimizer) -> None:
+        self._strategy = strategy
+        self.optimizer = optimizer
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":  # unpickling: not set yet
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    @property
+    def param_groups(self) -> Any:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> Any:
+        return self.optimizer.defaults
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The engine clears gradients after every step; nothing to do here."""
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        return self._strategy.optimizer_step(self, closure)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(OPTIMIZER_MARKER)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state == OPTIMIZER_MARKER:
+            return  # engine.load_checkpoint restored it already
+        raise ValueError(
+            "strategy='deepspeed' restores optimizer state from DeepSpeed checkpoint directories only; this checkpoint "
+            "holds a plain optimizer state dict (was it written by another strategy?)."
+        )
+
+
+class _DeepSpeedPrecision:
+    """The user's precision plugin, minus what the engine does itself (loss
+    scaling, casting the module): the forward context and input conversion
+    stay, backward and step are the engine's."""
+
+    scales_gradients = False
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.converts_input = getattr(inner, "converts_input", True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # unpickling: not set yet
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module  # the engine casts for fp16 / bf16
+
+    def convert_input(self, batch: Any) -> Any:
+        return self.inner.convert_input(batch)
+
+    def forward_context(self) -> Any:
+        return self.inner.forward_context()
+
+    def unscale_gradients(self, optimizer: Any) -> None:
+        pass
+
+    def backward(self, loss: torch.Tensor, module: Any) -> None:  # pragma: no cover - the strategy calls the engine
+        raise RuntimeError("under strategy='deepspeed' the engine runs the backward pass")
+
+    def optimizer_step(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:  # pragma: no cover
+        raise RuntimeError("under strategy='deepspeed' the engine steps the optimizer")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class _RunThenGather:
+    """What the spawn launcher runs in each worker: the trainer's stage, then
+    (ZeRO-3) a collective gather of the full weights on every rank, so that
+    rank zero can ship them back without a collective of its own."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.function = function
+        self.__self__ = function.__self__  # the launcher's worker finds the trainer here
+
+    def __call__(self, *args: Any) -> Any:
+        result = self.function(*args)
+        trainer = self.__self__
+        strategy = trainer.strategy
+        if strategy.engine is not None and strategy.zero_stage == 3 and trainer.module is not None:
+            strategy._final_state = strategy.module_state_dict(trainer.module)
+        return result
+
+
+class _DeepSpeedLauncher(_SpawnLauncher):
+    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
+        if getattr(function, "__self__", None) is not None:
+            function = _RunThenGather(function)
+        return super().launch(function, *args)
+
+
+class DeepSpeedStrategy(DDPStrategy):
+    """ZeRO stage 1, 2 or 3 through a DeepSpeed engine.
+
+    ``stage``: ZeRO stage (1, 2 or 3). ``offload_optimizer``: keep optimizer
+    state on the CPU and step there (DeepSpeed's CPU Adam; JIT-built once).
+    ``offload_parameters``: with stage 3, parameters on the CPU too.
+    ``config``: a DeepSpeed config (dict, or path to a JSON file) used as it is
+    (ember fills only ``train_micro_batch_size_per_gpu``,
+    ``gradient_accumulation_steps`` and ``train_batch_size`` when absent).
+    Without it ember builds one from the trainer (batch size of the training
+    dataloader, ``accumulate_grad_batches``, ``gradient_clip_val``, precision).
+    ``cpu_torch_adam`` (default ``True``): on CPU, add ``"torch_adam": true`` and
+    ``"zero_force_ds_cpu_optimizer": false`` to skip the JIT build of DeepSpeed's
+    fused Adam where the optimizer is not offloaded.
+    ``logging_batch_size_per_gpu``: used when the dataloader has no batch size.
+    Other keywords go to ``DDPStrategy`` (``process_group_backend``, ``timeout``).
+    """
+
+    name = "deepspeed"
+    no_backward_sync = None  # the engine decides when gradients are reduced
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        precision: Any = None,
+        checkpoint_io: Any = None,
+        environment: Any = None,
+        devices: list[torch.device] | int | None = None,
+        num_nodes: int = 1,
+        *,
+        stage: int = 2,
+        offload_optimizer: bool = False,
+        offload_parameters: bool = False,
+        config: dict[str, Any] | str | os.PathLike[str] | None = None,
+        cpu_torch_adam: bool = True,
+        logging_batch_size_per_gpu: int | None = None,
+        process_group_backend: str | None = None,
+        timeout: Any = None,
+    ) -> None:
+        super().__init__(
+            accelerator, None, checkpoint_io, environment, devices, num_nodes,
+            process_group_backend=process_group_backend, timeout=timeout,
+        )
+        self.precision = precision  # goes through the setter below
+        if stage not in (1, 2, 3):
+            raise ValueError(f"DeepSpeedStrategy(stage={stage!r}): ZeRO stage must be 1, 2 or 3.")
+        if offload_parameters and stage != 3:
+            raise ValueError("offload_parameters=True needs ZeRO stage 3.")
+        if isinstance(config, (str, os.PathLike)):
+            with open(config) as f:
+                config = json.load(f)
+        self.stage = stage
+        self.offload_optimizer = offload_optimizer
+        self.offload_parameters = offload_parameters
+        self.user_config = dict(config) if config is not None else None
+        self.cpu_torch_adam = cpu_torch_adam
+        self.logging_batch_size_per_gpu = logging_batch_size_per_gpu
+        self.config: dict[str, Any] | None = None  # the config the engine was made with
+        self.engine: Any = None
+        self._module: Any = None
+        self._in_step = False
+        self._pending_load: tuple[str, dict[str, Any]] | None = None
+        self._final_state: dict[str, Any] | None = None
+        self.launcher = _DeepSpeedLauncher(self)
+
+    # precision: wrap whatever the trainer resolved
+    @property
+    def precision(self) -> Any:
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: Any) -> None:
+        if value is not None and not isinstance(value, _DeepSpeedPrecision):
+            value = _DeepSpeedPrecision(value)
+        self._precision = value
+
+    @property
+    def zero_stage(self) -> int:
+        if self.config is not None:
+            return int(self.config.get("zero_optimization", {}).get("stage", 0))
+        if self.user_config is not None:
+            return int(self.user_config.get("zero_optimization", {}).get("stage", 0))
+        return self.stage
+
+    # ----------------------------------------------------------------- set-up
+    def setup_environment(self) -> None:
+        super().setup_environment()
+        global_rank, local_rank, _, world_size = self._ranks  # type: ignore[misc]
+        # DeepSpeed reads these (and tries MPI discovery without them).
+        os.environ.setdefault("RANK", str(global_rank))
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
+        os.environ.setdefault("WORLD_SIZE", str(world_size))
+        deepspeed = _import_deepspeed()
+        backend = self.process_group_backend or ("nccl" if self._device.type == "cuda" else "gloo")
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not getattr(module, "automatic_optimization", True):
+            raise NotImplementedError("strategy='deepspeed' supports automatic optimization only (the engine runs backward and step).")
+        self._module = module
+        self._final_state = None
+        self.engine = None
+        return module.to(self._device) if self._device.type != "cpu" else module
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[Any]:
+        if len(optimizers) != 1:
+            raise ValueError(f"strategy='deepspeed' trains with exactly one optimizer; configure_optimizers returned {len(optimizers)}.")
+        deepspeed = _import_deepspeed()
+        module = self._module
+        trainer = getattr(module, "trainer", None)
+        self.config = self._build_config(trainer)
+        optimizer = optimizers[0]
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=_TrainingStepModule(module), optimizer=optimizer, config=self.config, dist_init_required=False
+        )
+        if trainer is not None:
+            trainer._placed_module = self.engine  # the loop calls placed(batch, batch_idx): the engine's forward
+        if self._pending_load is not None:
+            path, returned = self._pending_load
+            self._pending_load = None
+            self.engine.load_checkpoint(path, tag=self._tag_of(path))
+            # The kernel will now load these into the module: its own restored values.
+            returned["state_dict"].clear()
+            returned["state_dict"].update(module.state_dict())
+        return [DeepSpeedOptimizer(self, optimizer)]
+
+    def _build_config(self, trainer: Any) -> dict[str, Any]:
+        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+        micro = self._micro_batch_size(trainer)
+        on_cpu = self._device.type == "cpu"
+        if self.user_config is not None:
+            config = json.loads(json.dumps(self.user_config))
+        else:
+            zero: dict[str, Any] = {"stage": self.stage}
+            if self.offload_optimizer:
+                zero["offload_optimizer"] = {"device": "cpu"}
+            if self.offload_parameters:
+                zero["offload_param"] = {"device": "cpu"}
+            config = {
+                "zero_optimization": zero,
+                # configure_optimizers may return any torch optimizer (SGD, AdamW, ...)
+                "zero_allow_untested_optimizer": True,
+                "steps_per_print": 2**31 - 1,
+                "wall_clock_breakdown": False,
+            }
+            clip = getattr(trainer, "gradient_clip_val", None)
+            if clip and getattr(trainer, "gradient_clip_algorithm", "norm") != "norm":
+                raise ValueError("strategy='deepspeed' clips gradients by norm only (gradient_clip_algorithm='norm').")
+            # Always explicit: DeepSpeed's own default is to clip at norm 1.0.
+            config["gradient_clipping"] = float(clip) if clip else 0.0
+            name = self.precision.name if self.precision is not None else "32-true"
+            if name == "16-mixed":
+                config["fp16"] = {"enabled": True}
+            elif name in ("bf16-mixed", "bf16-true"):
+                config["bf16"] = {"enabled": True}
+            elif name not in ("32-true", "32"):
+                raise ValueError(f"strategy='deepspeed' supports precision 32-true, 16-mixed, bf16-mixed and bf16-true, not {name!r}.")
+            if on_cpu and self.cpu_torch_adam:
+                config["torch_adam"] = True
+                config["zero_force_ds_cpu_optimizer"] = False
+        config.setdefault("train_micro_batch_size_per_gpu", micro)
+        config.setdefault("gradient_accumulation_steps", accumulate)
+        if "train_batch_size" not in config:
+            config["train_batch_size"] = config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * self.world_size
+        if int(config["gradient_accumulation_steps"]) != accumulate:
+            warnings.warn(
+                f"The DeepSpeed config says gradient_accumulation_steps={config['gradient_accumulation_steps']} but the trainer "
+                f"accumulates {accumulate} batch(es); ember's loop decides when the optimizer steps.",
+                stacklevel=3,
+            )
+        return config
+
+    def _micro_batch_size(self, trainer: Any) -> int:
+        loader = getattr(trainer, "_train_loader", None)
+        size = getattr(loader, "batch_size", None)
+        if size is None:
+            batch_sampler = getattr(loader, "batch_sampler", None)
+            size = getattr(batch_sampler, "batch_size", None)
+        return int(size or self.logging_batch_size_per_gpu or 1)
+
+    # ----------------------------------------------------------------- the step
+    def backward(self, loss: torch.Tensor, module: Any) -> None:
+        engine = self.engine
+        if engine is None:
+            raise RuntimeError("strategy='deepspeed': backward before the engine was set up.")
+        engine.set_gradient_accumulation_boundary(self._in_step)
+        engine.backward(loss, scale_wrt_gas=False)
+        if not self._in_step:
+            engine.step()  # not a boundary: DeepSpeed only counts the micro-step
+
+    def optimizer_step(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:
+        engine = self.engine
+        self._in_step = True
+        try:
+            output = closure() if closure is not None else None
+        finally:
+            self._in_step = False
+        engine.set_gradient_accumulation_boundary(True)
+        engine.step()
+        return output
+
+    # ----------------------------------------------------------------- weights
+    def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
+        """Full weights. With ZeRO-3 this gathers them: every rank must call it."""
+        engine = self.engine
+        if engine is None or self.zero_stage != 3:
+            return _unwrap(module).state_dict()
+        if self._final_state is not None:
+            return self._final_state
+        from deepspeed import zero
+
+        user = _unwrap(module)
+        params = list(user.parameters())
+        with zero.GatheredParameters(params, modifier_rank=None):
+            return {k: v.detach().clone() for k, v in user.state_dict().items()}
+
+    # ----------------------------------------------------------------- checkpoints
+    @staticmethod
+    def _tag_of(path: str) -> str:
+        return TAG if os.path.isdir(os.path.join(path, TAG)) else _read_latest(path)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        if self.engine is None:
+            raise RuntimeError(
+                "strategy='deepspeed' writes checkpoints through the engine, which exists only while fitting "
+                "(save during or after trainer.fit in the same process)."
+            )
+        client = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
+        self.engine.save_checkpoint(path, tag=TAG, client_state={"ember": client})
+
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"strategy='deepspeed' resumes from DeepSpeed checkpoint directories; {path!r} is not a directory. "
+                "(A single-file ember checkpoint can be loaded with Module.load_from_checkpoint.)"
+            )
+        tag = self._tag_of(path)
+        # ZeRO 1/2 write mp_rank_00_model_states.pt; ZeRO-3 one zero_pp_rank_<r>_mp_rank_00_model_states.pt per rank.
+        candidates = [os.path.join(path, tag, name) for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")]
+        model_file = next((c for c in candidates if os.path.isfile(c)), None)
+        if model_file is None:
+            raise ValueError(f"{path!r} is not a DeepSpeed checkpoint written by ember: no model states file in {os.path.join(path, tag)}.")
+        saved = torch.load(model_file, map_location="cpu", weights_only=False)
+        client = dict(saved.get("ember") or {})
+        if not client:
+            raise ValueError(f"{path!r} is a DeepSpeed checkpoint without ember's client state; it was not written by ember.")
+        returned: dict[str, Any] = {**client, "state_dict": {}, "optimizer_states": [dict(OPTIMIZER_MARKER)]}
+        # Filled by setup_optimizers once the engine restored the weights; for
+        # stages that do not fit (validate/test/predict), the saved full weights.
+        if "module" in saved and self.zero_stage != 3:
+            prefix = "module."
+            returned["state_dict"].update({k[len(prefix):] if k.startswith(prefix) else k: v for k, v in saved["module"].items()})
+        self._pending_load = (path, returned)
+        return returned
+
+    def remove_checkpoint(self, path: str) -> None:
+        if self.is_global_zero:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.remove(path)
+
+    def teardown(self) -> None:
+        self.engine = None
+        super().teardown()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["engine"] = None
+        return state
+
+
+def _read_latest(path: str) -> str:
+    latest = os.path.join(path, "latest")
+    if os.path.isfile(latest):
+        with open(latest) as f:
+            return f.read().strip()
+    return TAG
+
+
+def _preset(stage: int, offload: bool = False) -> type[DeepSpeedStrategy]:
+    """A module-level subclass per shorthand (the spawn launcher pickles the registry)."""
+
+    def __init__(self: DeepSpeedStrategy, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stage", stage)
+        kwargs.setdefault("offload_optimizer", offload)
+        DeepSpeedStrategy.__init__(self, *args, **kwargs)
+
+    name = f"deepspeed_stage_{stage}{'_offload' if offload else ''}"
+    doc = f"DeepSpeed ZeRO stage {stage}{' with the optimizer state offloaded to the CPU' if offload else ''}."
+    cls = type(f"DeepSpeedStage{stage}{'Offload' if offload else ''}Strategy", (DeepSpeedStrategy,), {"__init__": __init__, "name": name, "__doc__": doc})
+    cls.__module__ = __name__
+    return cls
+
+
+DeepSpeedStage1Strategy = _preset(1)
+DeepSpeedStage2Strategy = _preset(2)
+DeepSpeedStage3Strategy = _preset(3)
+DeepSpeedStage2OffloadStrategy = _preset(2, offload=True)
+
+
+@hookimpl
+def register_roles(registry):  # type: ignore[no-untyped-def]
+    registry.add("strategy", "deepspeed", DeepSpeedStrategy)
+    registry.add("strategy", "deepspeed_stage_1", DeepSpeedStage1Strategy)
+    registry.add("strategy", "deepspeed_stage_2", DeepSpeedStage2Strategy)
+    registry.add("strategy", "deepspeed_stage_3", DeepSpeedStage3Strategy)
+    registry.add("strategy", "deepspeed_stage_2_offload", DeepSpeedStage2OffloadStrategy)
