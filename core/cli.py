@@ -6,6 +6,7 @@
     ember config [--config PATH] [--json] [overrides ...]
     ember plugins [--json]
     ember checkpoint inspect PATH [--json]
+    ember checkpoint consolidate DIR OUT
     ember plot RUN_DIR [RUN_DIR ...] [--metrics a,b] [--output plot.png]
     ember export CKPT [--format onnx|torch_export] [--output PATH] [--config PATH]
     ember new plugin NAME [--dir PATH]
@@ -120,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     from ember import checkpoint_cli  # standard library only at import time
 
     checkpoint_cli.add_parser(sub)
+    from ember import checkpoint_consolidate  # standard library only at import time
+
+    checkpoint_consolidate.add_parser(sub.choices["checkpoint"])
     from ember import plot  # standard library only at import time; matplotlib only when a plot is drawn
 
     plot.add_parser(sub)
@@ -162,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides and args.command in ("plugins", "checkpoint"):
         print(f"error: `ember {args.command}` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
         return 2
+    if args.command == "checkpoint" and getattr(args, "checkpoint_command", None) == "consolidate":
+        from ember import checkpoint_consolidate
+
+        return checkpoint_consolidate.run(args)
     if args.command == "checkpoint":
         from ember import checkpoint_cli
 

@@ -7,8 +7,7 @@ start method re-imports them by name in each worker.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import warnings
 from typing import Any
 
 import pytest
@@ -167,3 +166,61 @@ def test_full_checkpoint_is_one_ordinary_file_and_resumes_exactly(tmp_path: Any,
     single = Regressor()
     ember.Trainer(devices=1, max_epochs=3, **QUIET).fit(single, DataLoader(regression_data(), batch_size=16), ckpt_path=path)
     assert_same(single.state_dict(), uninterrupted, atol=1e-5)
+
+
+@pytest.mark.timeout(60)
+def test_consolidate_gives_one_file_equal_to_the_sharded_state(tmp_path: Any, no_launcher_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from ember.checkpoint_consolidate import consolidate
+
+    path = str(tmp_path / "sharded")
+    first, _ = fsdp_fit(epochs=1, callbacks=[SaveAtEnd(path)])
+    out = str(tmp_path / "single.ckpt")
+    consolidate(path, out)
+    checkpoint = torch.load(out, weights_only=True)
+    assert checkpoint["global_step"] == 4 and "fsdp_sharded" not in checkpoint
+    plain = Regressor()
+    plain.load_state_dict(checkpoint["state_dict"])
+    assert_same(plain.state_dict(), first.state_dict(), atol=0)
+    opt = torch.optim.Adam(plain.parameters(), lr=0.02)
+    opt.load_state_dict(checkpoint["optimizer_states"][0])
+    assert len(opt.state) == len(list(plain.parameters())) and float(opt.state[plain.scale]["step"]) == 4.0
+
+    # Equal to the shards themselves, read back with torch.distributed.checkpoint in one process.
+    import torch.distributed.checkpoint as dcp
+
+    reference = {"model": {k: torch.empty_like(v) for k, v in plain.state_dict().items()}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "assuming the intent is to load in a single process": it is
+        dcp.load(reference, checkpoint_id=path, no_dist=True)
+    assert_same(checkpoint["state_dict"], reference["model"], atol=0)
+
+    # The command line does the same.
+    from ember.cli import main
+
+    cli_out = tmp_path / "cli.ckpt"
+    assert main(["checkpoint", "consolidate", path, str(cli_out)]) == 0
+    assert "5 weight tensor(s), 1 optimizer state(s), epoch 1, step 4" in capsys.readouterr().out
+    assert_same(torch.load(cli_out, weights_only=True)["state_dict"], checkpoint["state_dict"], atol=0)
+    assert main(["checkpoint", "consolidate", str(tmp_path), str(tmp_path / "x.ckpt")]) == 2
+    assert "not a complete sharded ember checkpoint" in capsys.readouterr().err
+
+
+def test_optimizer_state_keys_round_trip() -> None:
+    module = Regressor()
+    opt = torch.optim.Adam([{"params": [module.scale]}, {"params": list(module.body.parameters()) + list(module.head.parameters())}])
+    module(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    plain = opt.state_dict()
+    named = optimizer_state_to_names(plain, opt, module)
+    assert named["param_groups"][0]["params"] == ["scale"] and "head.weight" in named["state"]
+    back = optimizer_state_to_ids(named)
+    assert back["param_groups"] == plain["param_groups"] and set(back["state"]) == set(plain["state"])
+
+
+def test_registry_and_options(no_launcher_env: None) -> None:
+    trainer = ember.Trainer(strategy="fsdp", devices=2, **QUIET)
+    assert isinstance(trainer.strategy, FSDPStrategy) and trainer.strategy.state_dict_type == "sharded"
+    with pytest.raises(ValueError, match="state_dict_type"):
+        FSDPStrategy(devices=2, state_dict_type="local")
+    with pytest.raises(ValueError, match="async_save"):
+        FSDPStrategy(devices=2, state_dict_type="full", async_save=True)
