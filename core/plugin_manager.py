@@ -57,6 +57,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.environments.local",
     "ember.plugins.environments.torchelastic",
     "ember.plugins.environments.slurm",
+    "ember.plugins.environments.lsf",
+    "ember.plugins.environments.mpi",
     "ember.plugins.loggers.csv_logger",
     "ember.plugins.loggers.tensorboard",
     "ember.plugins.loggers.wandb",
