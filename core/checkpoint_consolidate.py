@@ -70,9 +70,7 @@ def consolidate(sharded_dir: str | os.PathLike[str], output_file: str | os.PathL
             start += size
             names = {name for group in part for name in group["params"]}
             states.append(
-                optimizer_state_to_ids(
-                    {"state": {k: v for k, v in merged.get("state", {}).items() if k in names}, "param_groups": part}
-                )
+                optimizer_state_to_ids({"state": {k: v for k, v in merged.get("state", {}).items() if k in names}, "param_groups": part})
             )
         checkpoint["optimizer_states"] = states
     checkpoint["consolidated_from"] = {"path": os.path.abspath(sharded_dir), "world_size": info.get("world_size")}
@@ -108,5 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     n = len(checkpoint["state_dict"])
     opts = len(checkpoint.get("optimizer_states", []))
-    print(f"wrote {args.output}: {n} weight tensor(s), {opts} optimizer state(s), epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')}")
+    print(
+        f"wrote {args.output}: {n} weight tensor(s), {opts} optimizer state(s), epoch {checkpoint.get('epoch')}, step {checkpoint.get('global_step')}"
+    )
     return 0

@@ -252,8 +252,7 @@ class FSDPStrategy(DDPStrategy):
 
         if "optimizer_states" in checkpoint:
             checkpoint["optimizer_states"] = [
-                optimizer_state_to_ids(get_optimizer_state_dict(module, opt, options=self._options(full=True)))
-                for opt in self._optimizers
+                optimizer_state_to_ids(get_optimizer_state_dict(module, opt, options=self._options(full=True))) for opt in self._optimizers
             ]
         if self.is_global_zero:
             self.checkpoint_io.save_checkpoint(checkpoint, path)

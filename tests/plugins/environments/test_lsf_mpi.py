@@ -136,7 +136,10 @@ def test_mpi_pmi_and_mvapich_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         # srun --mpi=pmi2 exports PMI_*: SLURM wins.
         ({"PMI_RANK": 0, "PMI_SIZE": 2, "SLURM_NTASKS": 2, "SLURM_JOB_NAME": "train"}, "slurm"),
         # torchrun inside an MPI or LSF job: torchrun's ranks count.
-        ({"OMPI_COMM_WORLD_SIZE": 1, "LSB_JOBID": 7, "JSM_NAMESPACE_RANK": 0, "JSM_NAMESPACE_SIZE": 1, "TORCHELASTIC_RUN_ID": "x"}, "torchelastic"),
+        (
+            {"OMPI_COMM_WORLD_SIZE": 1, "LSB_JOBID": 7, "JSM_NAMESPACE_RANK": 0, "JSM_NAMESPACE_SIZE": 1, "TORCHELASTIC_RUN_ID": "x"},
+            "torchelastic",
+        ),
     ],
 )
 def test_detection_priority(monkeypatch: pytest.MonkeyPatch, variables: dict[str, Any], expected: str) -> None:

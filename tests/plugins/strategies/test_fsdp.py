@@ -122,23 +122,42 @@ def fsdp_fit(epochs: int, callbacks: Any = (), ckpt_path: str | None = None, **s
 
 
 @pytest.fixture(scope="module")
-def uninterrupted() -> dict[str, torch.Tensor]:
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "NODE_RANK"):
-        os.environ.pop(name, None)
+def module_launcher_env() -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "NODE_RANK"):
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(module_launcher_env: None) -> dict[str, torch.Tensor]:
     module, trainer = fsdp_fit(epochs=3)
     assert trainer.global_step == 12
     return module.state_dict()
 
 
+@pytest.fixture(scope="module")
+def one_epoch_sharded(tmp_path_factory: pytest.TempPathFactory, module_launcher_env: None) -> tuple[str, dict[str, torch.Tensor]]:
+    """A sharded checkpoint after one epoch (sync save), and the weights it holds."""
+    path = str(tmp_path_factory.mktemp("sharded") / "ckpts" / "epoch=1.ckpt")
+    first, _ = fsdp_fit(epochs=1, callbacks=[SaveAtEnd(path)])
+    return path, first.state_dict()
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
-def test_sharded_save_then_resume_continues_exactly(tmp_path: Any, no_launcher_env: None, uninterrupted: Any, async_save: bool) -> None:
-    path = str(tmp_path / "ckpts" / "epoch=1.ckpt")
-    first, _ = fsdp_fit(epochs=1, callbacks=[SaveAtEnd(path)], async_save=async_save)
+def test_sharded_save_then_resume_continues_exactly(
+    tmp_path: Any, no_launcher_env: None, uninterrupted: Any, one_epoch_sharded: Any, async_save: bool
+) -> None:
+    if async_save:
+        path = str(tmp_path / "ckpts" / "epoch=1.ckpt")
+        fsdp_fit(epochs=1, callbacks=[SaveAtEnd(path)], async_save=True)
+    else:
+        path = one_epoch_sharded[0]
     assert is_sharded_checkpoint(path)
     names = sorted(os.listdir(path))
     assert "meta.pt" in names and ".metadata" in names and sum(n.endswith(".distcp") for n in names) == 2, names
-    assert not [n for n in os.listdir(tmp_path / "ckpts") if n.startswith(".tmp-")]  # published, nothing left behind
+    assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".tmp-")]  # published, nothing left behind
     meta = torch.load(os.path.join(path, "meta.pt"), weights_only=True)
     assert meta["global_step"] == 4 and "state_dict" not in meta and meta["fsdp_sharded"]["world_size"] == 2
 
@@ -148,6 +167,7 @@ def test_sharded_save_then_resume_continues_exactly(tmp_path: Any, no_launcher_e
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:The checkpoint was written by 2 process")
 def test_full_checkpoint_is_one_ordinary_file_and_resumes_exactly(tmp_path: Any, no_launcher_env: None, uninterrupted: Any) -> None:
     path = str(tmp_path / "full.ckpt")
     first, _ = fsdp_fit(epochs=1, callbacks=[SaveAtEnd(path)], state_dict_type="full")
@@ -169,18 +189,19 @@ def test_full_checkpoint_is_one_ordinary_file_and_resumes_exactly(tmp_path: Any,
 
 
 @pytest.mark.timeout(60)
-def test_consolidate_gives_one_file_equal_to_the_sharded_state(tmp_path: Any, no_launcher_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+def test_consolidate_gives_one_file_equal_to_the_sharded_state(
+    tmp_path: Any, one_epoch_sharded: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ember.checkpoint_consolidate import consolidate
 
-    path = str(tmp_path / "sharded")
-    first, _ = fsdp_fit(epochs=1, callbacks=[SaveAtEnd(path)])
+    path, first_state = one_epoch_sharded
     out = str(tmp_path / "single.ckpt")
     consolidate(path, out)
     checkpoint = torch.load(out, weights_only=True)
     assert checkpoint["global_step"] == 4 and "fsdp_sharded" not in checkpoint
     plain = Regressor()
     plain.load_state_dict(checkpoint["state_dict"])
-    assert_same(plain.state_dict(), first.state_dict(), atol=0)
+    assert_same(plain.state_dict(), first_state, atol=0)
     opt = torch.optim.Adam(plain.parameters(), lr=0.02)
     opt.load_state_dict(checkpoint["optimizer_states"][0])
     assert len(opt.state) == len(list(plain.parameters())) and float(opt.state[plain.scale]["step"]) == 4.0
@@ -224,3 +245,57 @@ def test_registry_and_options(no_launcher_env: None) -> None:
         FSDPStrategy(devices=2, state_dict_type="local")
     with pytest.raises(ValueError, match="async_save"):
         FSDPStrategy(devices=2, state_dict_type="full", async_save=True)
+
+
+# --------------------------------------------------------------------------- torchrun
+
+TORCHRUN_SCRIPT = """
+import sys
+import torch
+from torch.utils.data import DataLoader
+import ember
+sys.path.insert(0, {test_dir!r})
+from test_fsdp import QUIET, Regressor, regression_data
+from ember.plugins.strategies.fsdp import FSDPStrategy
+
+torch.manual_seed(3)
+module = Regressor()
+trainer = ember.Trainer(strategy=FSDPStrategy(async_save=True), max_epochs=2, **QUIET)
+assert not trainer.strategy.launcher.should_launch()
+trainer.fit(module, DataLoader(regression_data(), batch_size=8))
+assert trainer.world_size == 2 and trainer.strategy.environment.name == "torchelastic"
+trainer.save_checkpoint({ckpt!r})  # written in the background; awaited at exit
+full = trainer.strategy.full_state_dict(module)
+if trainer.is_global_zero:
+    torch.save(full, {out!r})
+print("rank", trainer.global_rank, "done", trainer.global_step)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_torchrun_trains_and_async_checkpoint_is_complete_at_exit(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    from ember.checkpoint_consolidate import consolidate
+
+    out, ckpt = str(tmp_path / "weights.pt"), str(tmp_path / "sharded")
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(TORCHRUN_SCRIPT.format(test_dir=os.path.dirname(__file__), out=out, ckpt=ckpt)))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rank 0 done 8" in proc.stdout and "rank 1 done 8" in proc.stdout
+    expected = single_process_weights(epochs=2, global_batch=16)
+    assert_same(torch.load(out, weights_only=True), expected)
+    assert is_sharded_checkpoint(ckpt)
+    assert_same(consolidate(ckpt, str(tmp_path / "one.ckpt"))["state_dict"], expected)
