@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 
 import pytest
 
@@ -126,6 +127,11 @@ def test_resume_from_mid_epoch_checkpoint_hides_the_steps_logged_after_it(tmp_pa
     path = os.path.join(tmp_path, "ckpt", "step=6.ckpt")
     assert os.path.exists(path), os.listdir(tmp_path / "ckpt")
     recorder = Recorder()
+    # TensorBoard reads a directory's event files in name order, and a name is
+    # "<unix second>.<host>.<pid>.<writer count>": within one second of one
+    # process, writer 10 sorts before writer 9. A real resume is a later
+    # process; wait for the next second so that this one is too.
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
     run_fit(tmp_path, [recorder, TensorBoardLogger(save_dir=tmp_path)], epochs=3, ckpt_path=path, module=LoggedModule(lr=0.05))
     got = read_scalars(first.log_dir)
     assert [s for s, _ in got[STEP_KEY]] == list(range(1, 13))
