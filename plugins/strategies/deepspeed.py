@@ -47,7 +47,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher, _TrainingStepModule, _unwrap
@@ -183,7 +182,8 @@ class DeepSpeedStrategy(DDPStrategy):
     """ZeRO stage 1, 2 or 3 through a DeepSpeed engine.
 
     ``stage``: ZeRO stage (1, 2 or 3). ``offload_optimizer``: keep optimizer
-    state on the CPU and step there (DeepSpeed's CPU Adam; JIT-built once).
+    state on the CPU and step there (with your torch optimizer, or with
+    DeepSpeed's ``DeepSpeedCPUAdam``, which is JIT-built on first use).
     ``offload_parameters``: with stage 3, parameters on the CPU too.
     ``config``: a DeepSpeed config (dict, or path to a JSON file) used as it is
     (ember fills only ``train_micro_batch_size_per_gpu``,
@@ -191,8 +191,8 @@ class DeepSpeedStrategy(DDPStrategy):
     Without it ember builds one from the trainer (batch size of the training
     dataloader, ``accumulate_grad_batches``, ``gradient_clip_val``, precision).
     ``cpu_torch_adam`` (default ``True``): on CPU, add ``"torch_adam": true`` and
-    ``"zero_force_ds_cpu_optimizer": false`` to skip the JIT build of DeepSpeed's
-    fused Adam where the optimizer is not offloaded.
+    ``"zero_force_ds_cpu_optimizer": false``, so the optimizer from
+    ``configure_optimizers`` is used as it is and no Adam op is JIT-built.
     ``logging_batch_size_per_gpu``: used when the dataloader has no batch size.
     Other keywords go to ``DDPStrategy`` (``process_group_backend``, ``timeout``).
     """
@@ -219,8 +219,14 @@ class DeepSpeedStrategy(DDPStrategy):
         timeout: Any = None,
     ) -> None:
         super().__init__(
-            accelerator, None, checkpoint_io, environment, devices, num_nodes,
-            process_group_backend=process_group_backend, timeout=timeout,
+            accelerator,
+            None,
+            checkpoint_io,
+            environment,
+            devices,
+            num_nodes,
+            process_group_backend=process_group_backend,
+            timeout=timeout,
         )
         self.precision = precision  # goes through the setter below
         if stage not in (1, 2, 3):
@@ -430,7 +436,7 @@ class DeepSpeedStrategy(DDPStrategy):
         # stages that do not fit (validate/test/predict), the saved full weights.
         if "module" in saved and self.zero_stage != 3:
             prefix = "module."
-            returned["state_dict"].update({k[len(prefix):] if k.startswith(prefix) else k: v for k, v in saved["module"].items()})
+            returned["state_dict"].update({k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in saved["module"].items()})
         self._pending_load = (path, returned)
         return returned
 
@@ -469,7 +475,11 @@ def _preset(stage: int, offload: bool = False) -> type[DeepSpeedStrategy]:
 
     name = f"deepspeed_stage_{stage}{'_offload' if offload else ''}"
     doc = f"DeepSpeed ZeRO stage {stage}{' with the optimizer state offloaded to the CPU' if offload else ''}."
-    cls = type(f"DeepSpeedStage{stage}{'Offload' if offload else ''}Strategy", (DeepSpeedStrategy,), {"__init__": __init__, "name": name, "__doc__": doc})
+    cls = type(
+        f"DeepSpeedStage{stage}{'Offload' if offload else ''}Strategy",
+        (DeepSpeedStrategy,),
+        {"__init__": __init__, "name": name, "__doc__": doc},
+    )
     cls.__module__ = __name__
     return cls
 

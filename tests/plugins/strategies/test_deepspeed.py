@@ -170,7 +170,12 @@ class _FakeTrainer:
 
 @pytest.mark.parametrize(
     ("precision", "expected"),
-    [("32-true", {}), ("16-mixed", {"fp16": {"enabled": True}}), ("bf16-mixed", {"bf16": {"enabled": True}}), ("bf16-true", {"bf16": {"enabled": True}})],
+    [
+        ("32-true", {}),
+        ("16-mixed", {"fp16": {"enabled": True}}),
+        ("bf16-mixed", {"bf16": {"enabled": True}}),
+        ("bf16-true", {"bf16": {"enabled": True}}),
+    ],
 )
 def test_config_built_from_the_trainer(precision: str, expected: dict[str, Any]) -> None:
     strategy = ember.Trainer(strategy="deepspeed_stage_2_offload", devices=2, precision=precision, **QUIET).strategy
@@ -262,3 +267,12 @@ def test_offload_optimizer_stage_2_with_deepspeed_cpu_adam(ds_env: None) -> None
     module, trainer = deepspeed_fit("deepspeed_stage_2_offload", epochs=2, module_cls=CPUAdamRegressor)
     assert trainer.global_step == 8
     assert_weights_close(module.state_dict(), expected, 1e-4)  # CPUAdam's vectorised update rounds differently
+
+
+@pytest.mark.timeout(120)
+def test_bf16_mixed_trains_close_to_float32(ds_env: None) -> None:
+    """bf16-mixed → DeepSpeed's ``bf16.enabled`` (bf16 weights in the module, fp32 master weights in ZeRO)."""
+    expected = plain_weights(epochs=2, global_batch=16)
+    module, trainer = deepspeed_fit("deepspeed_stage_2", epochs=2, trainer={"precision": "bf16-mixed"})
+    assert trainer.global_step == 8 and torch.isfinite(trainer.callback_metrics["train_loss"])
+    assert_weights_close(module.state_dict(), expected, 5e-2)  # bf16 forward/backward: ~3 significant digits
