@@ -472,7 +472,7 @@ class Trainer:
             else:
                 result = run_eval_entry(self, stage, options["verbose"])
             self.state.status = "finished"
-            if stage == "fit" and self.auto_resume and self.is_global_zero and os.path.isfile(self.resume_checkpoint_path):
+            if stage == "fit" and self.auto_resume and self.is_global_zero and os.path.exists(self.resume_checkpoint_path):
                 # Finished: a relaunch of the same command must start afresh, not "resume" a completed run.
                 self.strategy.remove_checkpoint(self.resume_checkpoint_path)
             return result
@@ -499,7 +499,7 @@ class Trainer:
         self._module_callbacks = [extra] if isinstance(extra, Callback) else list(extra or [])
         self._register_observers()
         self._dispatch = Dispatch(self._plugin_manager, module, Module, wrap=self.profiler.wrap if self.profiler is not None else None)
-        if stage == "fit" and ckpt_path is None and self.auto_resume and os.path.isfile(self.resume_checkpoint_path):
+        if stage == "fit" and ckpt_path is None and self.auto_resume and os.path.exists(self.resume_checkpoint_path):
             ckpt_path = self.resume_checkpoint_path
         path = self._resolve_ckpt_path(ckpt_path, stage)
         checkpoint = self.strategy.load_checkpoint(path) if path is not None else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from typing import Any
@@ -78,8 +79,12 @@ class TorchCheckpointIO:
         return checkpoint
 
     def remove_checkpoint(self, path: str) -> None:
+        """Remove a checkpoint file, or a checkpoint directory (sharded formats)."""
         try:
-            os.unlink(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
         except FileNotFoundError:
             pass
 
