@@ -67,6 +67,12 @@ def docs(session: nox.Session) -> None:
     session.run("python", "docs/gen_hook_reference.py")
     session.run("python", "docs/gen_plugin_reference.py")
     session.run("python", "-m", "pytest", "tests/docs")
+    # mkdocstrings reads sources by package path; ember's lives in core/.
+    source_root = os.path.join("build", "docs-src")
+    os.makedirs(source_root, exist_ok=True)
+    link = os.path.join(source_root, "ember")
+    if not os.path.islink(link):
+        os.symlink(os.path.abspath("core"), link)
     if session.posargs[:1] == ["serve"]:
         session.run("mkdocs", "serve")
     else:
