@@ -69,7 +69,11 @@ def resolve_strategy(
                 setattr(strategy, attr, value)
         return strategy
     name = strategy
-    if strategy == "auto":
+    suggest = getattr(accelerator_obj, "default_strategy", None)
+    if strategy == "auto" and callable(suggest):
+        # Hardware with its own engines (XLA, ...) names the strategy it needs.
+        name = suggest(len(device_list), num_nodes)
+    elif strategy == "auto":
         if len(device_list) > 1 or num_nodes > 1:
             name = "ddp"  # resolved through the registry like any other name
         else:

@@ -108,7 +108,9 @@ class Accelerator(Protocol):
     def is_available() -> bool:
         """Whether this hardware is present."""
 
-    # Optional: ``unavailable_reason() -> str`` explains a false ``is_available()``.
+    # Optional: ``unavailable_reason() -> str`` explains a false ``is_available()``;
+    # ``default_strategy(num_devices, num_nodes) -> str`` names the strategy that
+    # ``strategy="auto"`` means on this hardware (otherwise single_device or ddp).
 
     def parse_devices(self, devices: int | str | list[int]) -> list[torch.device]:
         """Turn the user's ``devices`` value into concrete devices, or raise a

@@ -27,6 +27,11 @@ class XLAAccelerator:
     auto_priority = 20
 
     @staticmethod
+    def default_strategy(num_devices: int, num_nodes: int) -> str:
+        """What ``strategy="auto"`` means on XLA devices."""
+        return "xla_ddp" if num_devices > 1 or num_nodes > 1 else "xla"
+
+    @staticmethod
     def is_available() -> bool:
         """True when torch_xla imports and has a PJRT device. Never raises."""
         return _runtime.is_available()

@@ -353,3 +353,11 @@ def test_xla_bf16_precision_is_registered():
     assert precision.name == "xla-bf16"
     assert precision.convert_module(torch.nn.Linear(2, 2)).weight.dtype == torch.bfloat16
     assert precision.convert_input(torch.ones(2)).dtype == torch.bfloat16
+
+
+def test_auto_strategy_on_xla_is_an_xla_strategy():
+    from ember_xla.accelerator import XLAAccelerator
+
+    assert XLAAccelerator.default_strategy(1, 1) == "xla"
+    assert XLAAccelerator.default_strategy(8, 1) == "xla_ddp"
+    assert XLAAccelerator.default_strategy(1, 2) == "xla_ddp"
