@@ -5,14 +5,19 @@ with SIGTERM and a grace period. ``FaultTolerance`` catches the signal, lets
 the current training step finish, writes ``trainer.resume_checkpoint_path``
 and ends the process with :data:`ember.EXIT_PREEMPTED`; a relaunch with
 ``Trainer(auto_resume=True)`` (or ``ember fit --trainer.auto_resume true``)
-continues from it, exactly. With ``on_exception=True`` it also writes
+continues from it, exactly. Under SLURM (``SLURM_JOB_ID`` set and ``scontrol``
+on the PATH) rank zero also asks the scheduler to requeue the job
+(``scontrol requeue``), so the relaunch happens by itself; ``requeue=False``
+turns that off. With ``on_exception=True`` it also writes
 ``on_exception.ckpt`` beside it when training raises, before the error goes on.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import warnings
 from typing import Any
@@ -26,7 +31,12 @@ class FaultTolerance(Callback):
     fills = "fault_tolerance"
 
     def __init__(
-        self, preemption: bool = True, on_exception: bool = False, signals: tuple[str, ...] = ("SIGTERM",), exit_code: int = EXIT_PREEMPTED
+        self,
+        preemption: bool = True,
+        on_exception: bool = False,
+        signals: tuple[str, ...] = ("SIGTERM",),
+        exit_code: int = EXIT_PREEMPTED,
+        requeue: bool | None = None,
     ) -> None:
         unknown = [name for name in signals if not isinstance(getattr(signal, str(name), None), signal.Signals)]
         if unknown:
@@ -35,6 +45,7 @@ class FaultTolerance(Callback):
         self.on_exception_checkpoint = on_exception
         self.signals = tuple(getattr(signal, str(name)) for name in signals)
         self.exit_code = exit_code
+        self.requeue = requeue  # None: requeue when running under SLURM
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -68,6 +79,7 @@ class FaultTolerance(Callback):
             print(
                 f"ember: {name} received; saved {path} after step {trainer.global_step}; exiting with status {self.exit_code}.", flush=True
             )
+            self._requeue_if_slurm()
         raise Preempted(self.exit_code, signal_name=name, checkpoint=path)
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -79,6 +91,31 @@ class FaultTolerance(Callback):
 
     def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
         self._save_and_exit_if_signalled(trainer)
+
+    def _requeue_if_slurm(self) -> None:
+        job = os.environ.get("SLURM_JOB_ID")
+        if self.requeue is False or job is None:
+            return
+        if "SLURM_ARRAY_JOB_ID" in os.environ and "SLURM_ARRAY_TASK_ID" in os.environ:
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        scontrol = shutil.which("scontrol")
+        if scontrol is None:
+            if self.requeue:
+                warnings.warn("FaultTolerance(requeue=True): scontrol is not on the PATH, so the job was not requeued.", stacklevel=3)
+            return
+        try:
+            result = subprocess.run([scontrol, "requeue", job], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            warnings.warn(f"FaultTolerance: `scontrol requeue {job}` failed ({exc}); requeue the job yourself.", stacklevel=3)
+            return
+        if result.returncode == 0:
+            print(f"ember: requeued SLURM job {job}.", flush=True)
+        else:
+            warnings.warn(
+                f"FaultTolerance: `scontrol requeue {job}` failed ({result.stderr.strip() or result.returncode}); "
+                "submit with --requeue, or requeue the job yourself.",
+                stacklevel=3,
+            )
 
     # -- failures ---------------------------------------------------------------
     def on_exception(self, trainer: Any, module: Any, exception: BaseException) -> None:

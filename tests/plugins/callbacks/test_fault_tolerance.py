@@ -160,3 +160,24 @@ def test_sigterm_from_outside_exits_with_the_preempted_status_and_relaunch_resum
     assert f"START {step}" in relaunch.stdout, "the relaunch continues from the preemption checkpoint"
     assert "DONE 32" in relaunch.stdout
     assert not (tmp_path / "checkpoints" / "resume.ckpt").exists()
+
+
+def test_under_slurm_rank_zero_requeues_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in ``scontrol`` (a real executable on the PATH) records how it was called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol-calls.txt"
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    trainer = _trainer(tmp_path, _SignalAt(step=3))
+    with pytest.raises(ember.Preempted):
+        trainer.fit(_Net(), _loader())
+    assert calls.read_text().split() == ["requeue", "4242"]
+
+    calls.unlink()
+    with pytest.raises(ember.Preempted):
+        _trainer(tmp_path, _SignalAt(step=3), FaultTolerance(requeue=False)).fit(_Net(), _loader())
+    assert not calls.exists(), "requeue=False leaves the job alone"
