@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import io
 import json
 import os
@@ -87,14 +86,6 @@ def run_variant(batch: Any, n: int, profiler_factory: Callable[[], Any], root: s
     return elapsed
 
 
-def per_step_us(run: Callable[[int], float], n: int) -> float:
-    gc.collect()
-    t1 = run(n)
-    gc.collect()
-    t2 = run(2 * n)
-    return (t2 - t1) / n * 1e6
-
-
 def measure(n: int, repeats: int, warmup: int, seed: int) -> dict[str, Any]:
     import torch
 
@@ -120,7 +111,7 @@ def measure(n: int, repeats: int, warmup: int, seed: int) -> dict[str, Any]:
                 order = list(variants)
                 rng.shuffle(order)
                 for name in order:
-                    samples[name].append(per_step_us(variants[name], n))
+                    samples[name].append(overhead.per_step_us(variants[name], n))
 
     def diff(a: str, b: str) -> float:
         return statistics.median(x - y for x, y in zip(samples[a], samples[b], strict=True))
