@@ -18,29 +18,14 @@ from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, TensorDataset
+from strategy_helpers import QUIET, regression_data  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 import ember
 from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
 from ember.plugins.strategies.ddp import DDPSpawnStrategy, DDPStrategy, DDPWorkerError
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-
-QUIET = {
-    "accelerator": "cpu",
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-    "enable_checkpointing": False,
-    "logger": False,
-    "num_sanity_val_steps": 0,
-}
-
-
-def regression_data(n: int = 64) -> TensorDataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 4, generator=g)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(n, 1, generator=g)
-    return TensorDataset(x, y)
 
 
 class Regressor(ember.Module):
