@@ -223,9 +223,10 @@ class MLflowLogger(Logger):
         """Write what is buffered and mark the run ``FINISHED`` (``FAILED``,
         ``KILLED``). Logging again sets it back to ``RUNNING``."""
         self._floor = None
+        if self._pending:
+            self.save()  # creates the client and the run when nothing has been written yet
         if self._client is None or self._run_id is None:
-            return
-        self.save()
+            return  # nothing was ever logged: no run to close
         self._client.set_terminated(self._run_id, status=_STATUS.get(status, "FAILED"))
         self._reopen = True
 

@@ -172,3 +172,30 @@ def test_registered_by_name(tmp_path):
     trainer = ember.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     logger = trainer._registry.create("logger", "mlflow", save_dir=tmp_path)
     assert isinstance(logger, MLflowLogger)
+
+
+class NoHparams(LoggedModule):
+    """No ``save_hyperparameters()``: nothing creates the run before ``finalize``."""
+
+    def __init__(self) -> None:
+        import torch
+
+        super(LoggedModule, self).__init__()  # skips LoggedModule's save_hyperparameters()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def configure_optimizers(self) -> Any:
+        import torch
+
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def test_short_run_without_hyperparameters_keeps_every_metric(db, tmp_path):
+    # Regression (issue 16): finalize() returned early when no client existed yet,
+    # dropping the buffer: a short run without hyperparameters stored nothing.
+    db()
+    recorder = Recorder()
+    logger = MLflowLogger(save_dir=tmp_path)  # 100 calls / 5 s buffer: a 2-epoch run never flushes before the end
+    run_fit(tmp_path, [recorder, logger], epochs=2, module=NoHparams())
+    assert len(recorder.series()["train_loss"]) == 8
+    assert_same_series(history(logger), recorder.series())
+    assert run_info(logger).info.status == "FINISHED"
