@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from ember.callback import Logger
+from ember.plugins.loggers.versions import claim_version, version_dirname, version_from_checkpoint
 
 _MISSING = object()
 
@@ -117,17 +117,17 @@ def checkpoint_step(checkpoint: Mapping[str, Any]) -> int | None:
     return None if step is None else int(step)
 
 
-_VERSION_DIR = re.compile(r"^version_(\d+)$")
-
-
 class VersionedLogger(Logger):
-    """A logger writing to ``{save_dir}/{name}/version_{N}``, with ``N`` the next
-    free number unless given. Subclasses set ``_save_dir``, ``_name`` and
-    ``_version`` in ``__init__``."""
+    """A logger writing to ``{save_dir}/{name}/version_{N}``, with ``N`` claimed
+    atomically (:func:`~ember.plugins.loggers.versions.claim_version`) unless
+    given. Subclasses set ``_save_dir``, ``_name``, ``_version`` and
+    ``_configured_version`` (the ``version`` argument) in ``__init__``."""
 
     _save_dir: str
     _name: str
     _version: int | str | None
+    _configured_version: int | str | None = None
+    _claimed: str | None = None  # the directory this logger created by claiming a number
 
     @property
     def name(self) -> str:
@@ -136,7 +136,8 @@ class VersionedLogger(Logger):
     @property
     def version(self) -> int | str:
         if self._version is None:
-            self._version = self._next_version()
+            self._version = claim_version(self.root_dir)
+            self._claimed = os.path.join(self.root_dir, version_dirname(self._version))
         return self._version
 
     @property
@@ -151,14 +152,21 @@ class VersionedLogger(Logger):
     @property
     def log_dir(self) -> str:
         """``{root_dir}/version_{N}``, where this run's files go."""
-        version = self.version
-        subdir = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, subdir)
+        return os.path.join(self.root_dir, version_dirname(self.version))
 
-    def _next_version(self) -> int:
-        try:
-            names = os.listdir(self.root_dir)
-        except (FileNotFoundError, NotADirectoryError):
-            return 0
-        found = [int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)) and os.path.isdir(os.path.join(self.root_dir, n))]
-        return max(found) + 1 if found else 0
+    def _adopt_saved_version(self, saved: object) -> bool:
+        """Go on in the run directory a checkpoint names, when this run's
+        configuration allows it (see :func:`version_from_checkpoint`); True
+        when the version changed. A directory claimed before the restore and
+        still empty is removed."""
+        version = version_from_checkpoint(type(self).__name__, self.root_dir, self._configured_version, saved)
+        if version is None or version == self._version:
+            return False
+        if self._claimed is not None:
+            try:
+                os.rmdir(self._claimed)
+            except OSError:
+                pass  # something was written there: keep it
+            self._claimed = None
+        self._version = version
+        return True

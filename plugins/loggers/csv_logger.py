@@ -74,6 +74,7 @@ class CSVLogger(VersionedLogger):
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version
+        self._configured_version = version
         self._flush_every = int(flush_logs_every_n_steps)
         self._rows: list[tuple[int, dict[str, Any]]] = []
         self._keys: list[str] = []  # metric columns already in the file on disk
@@ -174,14 +175,12 @@ class CSVLogger(VersionedLogger):
         return {"version": self.version}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        version = state_dict.get("version")
-        if version is None:
-            return
-        if version != self._version:
+        saved = state_dict.get("version")
+        if self._adopt_saved_version(saved):
             self._file_checked = False
             self._keys = []
-        self._version = version
-        self._resumed = True
+        if saved is not None and saved == self._version:
+            self._resumed = True  # the same run goes on: appending to its file is expected
 
     def __repr__(self) -> str:
         return f"CSVLogger(save_dir={self._save_dir!r}, name={self._name!r}, version={self._version!r})"

@@ -60,6 +60,7 @@ class TensorBoardLogger(VersionedLogger):
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version
+        self._configured_version = version
         self._default_hp_metric = default_hp_metric
         self._flush_secs = flush_secs
         self._max_queue = max_queue
@@ -173,12 +174,11 @@ class TensorBoardLogger(VersionedLogger):
         return {"version": self.version}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        version = state_dict.get("version")
-        if version is None:
+        if state_dict.get("version") is None:
             return
-        if self._writer is not None and version != self._version:
-            self.finalize("success")
-        self._version = version
+        writer_dir = self.log_dir if self._writer is not None else None
+        if self._adopt_saved_version(state_dict.get("version")) and writer_dir is not None:
+            self.finalize("success")  # the writer was open in another directory
         self._resumed = True
 
     def __repr__(self) -> str:

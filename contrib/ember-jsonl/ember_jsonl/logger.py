@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 import warnings
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import ember
+from ember.plugins.loggers.versions import claim_version, version_dirname, version_from_checkpoint
 
 if TYPE_CHECKING:
     from ember import Module, Trainer
@@ -41,7 +41,6 @@ __all__ = ["HPARAMS_FILE", "METRICS_FILE", "SUPERSEDED_FILE", "JSONLinesLogger",
 METRICS_FILE = "metrics.jsonl"
 HPARAMS_FILE = "hparams.json"
 SUPERSEDED_FILE = "superseded.jsonl"
-_VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
 def _number(value: Any) -> Any:
@@ -105,8 +104,11 @@ class JSONLinesLogger(ember.Logger):
     :param save_dir: parent directory of all experiments.
     :param name: experiment name (a sub-directory of ``save_dir``).
     :param version: an ``int`` gives ``version_{version}``, a ``str`` is used as
-        the directory name as it is; ``None`` picks the next free ``version_N``.
-        A resumed ``fit`` uses the version saved in its checkpoint.
+        the directory name as it is; ``None`` claims the next free ``version_N``
+        (atomically: two runs never share one). A resumed ``fit`` goes on in
+        the version its checkpoint saved when that is a run directory under
+        this logger's own ``{save_dir}/{name}`` and no other version is
+        configured; a saved absolute or ``..`` path is never followed.
     :param flush_every: how many records to keep in memory before appending
         them to the file.
     """
@@ -123,6 +125,8 @@ class JSONLinesLogger(ember.Logger):
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version
+        self._configured_version = version
+        self._claimed: str | None = None  # the directory this logger created by claiming a number
         self._flush_every = int(flush_every)
         self._buffer: list[str] = []
         self._hparams: dict[str, Any] = {}
@@ -139,7 +143,8 @@ class JSONLinesLogger(ember.Logger):
     @property
     def version(self) -> int | str:
         if self._version is None:
-            self._version = self._next_version()
+            self._version = claim_version(self.root_dir)
+            self._claimed = os.path.join(self.root_dir, version_dirname(self._version))
         return self._version
 
     @property
@@ -154,8 +159,7 @@ class JSONLinesLogger(ember.Logger):
     @property
     def log_dir(self) -> str:
         """``{root_dir}/version_{N}``: where this run's files go."""
-        version = self.version
-        return os.path.join(self.root_dir, version if isinstance(version, str) else f"version_{version}")
+        return os.path.join(self.root_dir, version_dirname(self.version))
 
     @property
     def metrics_file_path(self) -> str:
@@ -168,14 +172,6 @@ class JSONLinesLogger(ember.Logger):
     @property
     def hparams(self) -> dict[str, Any]:
         return dict(self._hparams)
-
-    def _next_version(self) -> int:
-        try:
-            names = os.listdir(self.root_dir)
-        except (FileNotFoundError, NotADirectoryError):
-            return 0
-        found = [int(m.group(1)) for n in names if (m := _VERSION_DIR.match(n)) and os.path.isdir(os.path.join(self.root_dir, n))]
-        return max(found) + 1 if found else 0
 
     # ------------------------------------------------------------------ logging
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -285,11 +281,18 @@ class JSONLinesLogger(ember.Logger):
         return {"version": self.version}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        version = state_dict.get("version")
-        if version is None:
+        saved = state_dict.get("version")
+        version = version_from_checkpoint("JSONLinesLogger", self.root_dir, self._configured_version, saved)
+        if version is None or version == self._version:
+            self._resumed = self._resumed or (saved is not None and saved == self._version)
             return
-        if version != self._version:
-            self._checked_existing = False
+        if self._claimed is not None:  # claimed before the restore: give it back if still empty
+            try:
+                os.rmdir(self._claimed)
+            except OSError:
+                pass
+            self._claimed = None
+        self._checked_existing = False
         self._version = version
         self._resumed = True
 

@@ -182,3 +182,23 @@ def test_a_fresh_run_appending_to_an_existing_version_warns(tmp_path: Path) -> N
         _fit(tmp_path, version=0)
     steps = [r["step"] for r in read_run(tmp_path / "ember_logs" / "version_0")]
     assert steps.count(24) >= 2  # appended, not replaced
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot"])
+def test_a_crafted_checkpoint_does_not_choose_where_the_file_goes(tmp_path: Path, kind: str) -> None:
+    """The checkpoint's saved version is matched against this run's own
+    directory, never followed as a path (issue 12, item 2)."""
+    import torch
+
+    root, path = tmp_path / "run", tmp_path / "resume.ckpt"
+    first, _ = _fit(root, [SaveAt(6, path)])
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["callbacks"][first.state_key] == {"version": 0}
+    target = tmp_path / "elsewhere"
+    checkpoint["callbacks"][first.state_key] = {"version": str(target) if kind == "absolute" else "../../elsewhere"}
+    torch.save(checkpoint, path)
+    with pytest.warns(UserWarning, match="not a run directory"):
+        resumed, _ = _fit(root, ckpt_path=str(path))
+    assert not target.exists()
+    assert Path(resumed.log_dir) == root / "ember_logs" / "version_1"
+    assert read_run(resumed.log_dir)[-1]["step"] == 24

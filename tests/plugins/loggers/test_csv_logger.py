@@ -30,7 +30,7 @@ def test_directory_layout_and_properties(tmp_path):
     assert logger.root_dir == os.path.join(str(tmp_path), "exp")
     assert logger.version == 0
     assert logger.log_dir == os.path.join(str(tmp_path), "exp", "version_0")
-    assert not os.path.exists(logger.log_dir), "nothing is created before something is written"
+    assert os.listdir(logger.log_dir) == [], "asking for the version claims its directory (empty until something is written)"
 
     named = CSVLogger(save_dir=tmp_path, name="exp", version="baseline")
     assert named.log_dir == os.path.join(str(tmp_path), "exp", "baseline")

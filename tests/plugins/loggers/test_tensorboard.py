@@ -58,7 +58,7 @@ def test_directory_layout_and_version_increment(tmp_path):
     first = TensorBoardLogger(save_dir=tmp_path, name="exp")
     assert (first.name, first.version, first.save_dir) == ("exp", 0, str(tmp_path))
     assert first.log_dir == os.path.join(str(tmp_path), "exp", "version_0")
-    assert not os.path.exists(first.log_dir), "nothing is created before something is written"
+    assert os.listdir(first.log_dir) == [], "asking for the version claims its directory (empty until something is written)"
     first.log_metrics({"a": 1.0}, step=0)
     first.finalize("success")
     assert TensorBoardLogger(save_dir=tmp_path, name="exp").version == 1
