@@ -6,13 +6,15 @@ module ports by changing its imports.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ember.hparams import HyperparametersMixin
+from ember.metric_logging import collection_items
 
 if TYPE_CHECKING:
     from ember.results import Results
@@ -116,6 +118,12 @@ class Module(HyperparametersMixin, torch.nn.Module):
         epoch's values; means are weighted by ``batch_size`` (inferred from the
         batch when not given). ``sync_dist`` reduces across processes when the
         epoch value is computed.
+
+        ``value`` may be a torchmetrics ``Metric``: the step value is what the
+        metric's last ``forward`` (``metric(preds, target)``) returned, the
+        epoch value is ``metric.compute()`` (which synchronises processes
+        itself), and the metric is ``reset()`` when the epoch's values are
+        reduced. A ``MetricCollection`` logs each of its metrics.
         """
         results = self._results
         if results is None:
@@ -126,8 +134,11 @@ class Module(HyperparametersMixin, torch.nn.Module):
         results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, batch_size)
 
     def log_dict(self, dictionary: Mapping[str, Any], **kwargs: Any) -> None:
-        """``self.log`` for every item of ``dictionary``, with the same options."""
-        for name, value in dictionary.items():
+        """``self.log`` for every item of ``dictionary``, with the same options.
+        A torchmetrics ``MetricCollection`` logs each of its metrics under its
+        (prefixed) name."""
+        items = collection_items(dictionary)
+        for name, value in items if items is not None else dictionary.items():
             self.log(name, value, **kwargs)
 
     # ------------------------------------------------------------------ the user's steps
@@ -143,10 +154,9 @@ class Module(HyperparametersMixin, torch.nn.Module):
         """Evaluate one test batch; log metrics with ``self.log``."""
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
-        """Return the prediction for one batch. Calls ``self(batch)`` by default
-        (the first element when the batch is a list or tuple)."""
-        if isinstance(batch, (list, tuple)):
-            batch = batch[0]
+        """Return the prediction for one batch. Calls ``self(batch)`` by default,
+        with the whole batch, as Lightning does: override it when batches are
+        ``(inputs, targets)`` pairs."""
         return self(batch)
 
     def configure_optimizers(self) -> Any:
@@ -223,6 +233,46 @@ class Module(HyperparametersMixin, torch.nn.Module):
         """Override to change how the optimizer steps (e.g. LR warm-up); call
         ``optimizer.step(closure=optimizer_closure)``."""
         optimizer.step(closure=optimizer_closure)
+
+    def toggle_optimizer(self, optimizer: Any) -> None:
+        """Let only ``optimizer``'s parameters require gradients (for GANs and
+        other multi-optimizer training): every other parameter that an optimizer
+        of this run holds is set to ``requires_grad=False`` until
+        :meth:`untoggle_optimizer`. Parameters you froze yourself stay frozen."""
+        saved: dict[torch.Tensor, bool] = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if param not in saved:
+                        saved[param] = param.requires_grad
+                        param.requires_grad = False
+        for group in _unwrap_optimizer(optimizer).param_groups:
+            for param in group["params"]:
+                param.requires_grad = saved.get(param, param.requires_grad)
+        object.__setattr__(self, "_toggled_requires_grad", saved)
+
+    def untoggle_optimizer(self, optimizer: Any) -> None:
+        """Undo :meth:`toggle_optimizer`: the other optimizers' parameters get
+        back the ``requires_grad`` they had before."""
+        saved: dict[torch.Tensor, bool] = getattr(self, "_toggled_requires_grad", None) or {}
+        target = _unwrap_optimizer(optimizer)
+        for opt in self.trainer.optimizers:
+            if opt is target:
+                continue
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    if param in saved:
+                        param.requires_grad = saved[param]
+        object.__setattr__(self, "_toggled_requires_grad", {})
+
+    @contextlib.contextmanager
+    def toggled_optimizer(self, optimizer: Any) -> Iterator[None]:
+        """:meth:`toggle_optimizer` for the duration of a ``with`` block."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad()
@@ -308,3 +358,8 @@ class Module(HyperparametersMixin, torch.nn.Module):
     def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None: ...
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None: ...
+
+
+def _unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer behind what ``self.optimizers()`` returned."""
+    return getattr(optimizer, "optimizer", optimizer)

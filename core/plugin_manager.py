@@ -73,6 +73,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.callbacks.fault_tolerance",
     "ember.plugins.callbacks.throughput",
     "ember.plugins.callbacks.device_stats",
+    "ember.plugins.callbacks.finetuning",
     "ember.plugins.profilers.simple",
     "ember.plugins.profilers.advanced",
     "ember.plugins.profilers.pytorch",

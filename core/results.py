@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ember import metric_logging
+
 _FOLD_EVERY = 256
 _REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 _REDUCE_FNS: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min", sum: "sum", max: "max", min: "min"}
@@ -51,6 +53,7 @@ class _Entry:
         "weights",
         "folded",
         "folded_weight",
+        "metric",
     )
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool) -> None:
@@ -67,6 +70,7 @@ class _Entry:
         self.weights: list[int] = []
         self.folded: torch.Tensor | None = None
         self.folded_weight = 0
+        self.metric: Any = None  # a torchmetrics Metric (see ember.metric_logging)
 
     def fold(self) -> None:
         if not self.values:
@@ -100,6 +104,8 @@ class _Entry:
         return isinstance(first, torch.Tensor) and first.dtype == torch.float64
 
     def epoch_value(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None) -> torch.Tensor | None:
+        if self.metric is not None:
+            return metric_logging.epoch_value(self)
         self.fold()
         if self.folded is None:
             return None
@@ -162,7 +168,17 @@ class Results:
         elif isinstance(value, (int, float)):
             value = torch.tensor(float(value))  # callback_metrics promise tensors
         else:
-            raise TypeError(f"self.log({name!r}, ...) got a {type(value).__name__}; log a number or a scalar tensor.")
+            items = metric_logging.collection_items(value)
+            if items is not None:
+                del self.entries[key]
+                for item_name, metric in items:
+                    self.log(item_name, metric, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, batch_size)
+                return
+            if metric_logging.log_object(self, key, entry, value):
+                return
+            raise TypeError(
+                f"self.log({name!r}, ...) got a {type(value).__name__}; log a number, a scalar tensor or a torchmetrics Metric."
+            )
         entry.last = value
         entry.fresh = True
         if entry.on_epoch:
@@ -227,7 +243,7 @@ class Results:
         and the epoch aggregates so far (computed here, on request only)."""
         out: dict[str, Any] = dict(self.epoch_values)
         for entry in self.entries.values():
-            if entry.on_epoch and entry.name not in self.epoch_values:
+            if entry.on_epoch and entry.name not in self.epoch_values and entry.metric is None:
                 value = entry.epoch_value(None)
                 if value is not None:
                     out[entry.name + "_epoch" if entry.on_step else entry.name] = value
@@ -249,11 +265,18 @@ class Results:
                 out[entry.name] = self.epoch_values[entry.name]
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        """The epoch so far, for exact resume (tensors, numbers and strings only)."""
+    def state_dict(self, module: torch.nn.Module | None = None) -> dict[str, Any]:
+        """The epoch so far, for exact resume (tensors, numbers and strings only).
+        Logged torchmetrics objects are found in ``module`` to save their state."""
         entries = {}
         for key, entry in self.entries.items():
             entry.fold()
+            if entry.metric is not None:
+                saved_metric = metric_logging.save_state(entry, module)
+                if saved_metric is not None:
+                    options = [entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger, entry.reduce, entry.sync_dist]
+                    entries[key] = {"name": entry.name, "options": options, "last": entry.last, "metric": saved_metric}
+                continue
             entries[key] = {
                 "name": entry.name,
                 "options": [entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger, entry.reduce, entry.sync_dist],
@@ -263,10 +286,14 @@ class Results:
             }
         return {"entries": entries}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], module: torch.nn.Module | None = None) -> None:
         for key, saved in state.get("entries", {}).items():
             entry = _Entry(saved["name"], *saved["options"])
             entry.last = saved["last"]
+            if "metric" in saved:
+                metric_logging.restore_state(entry, saved["metric"], module)
+                self.entries[key] = entry
+                continue
             entry.folded = saved["folded"]
             entry.folded_weight = saved["folded_weight"]
             self.entries[key] = entry
@@ -291,6 +318,7 @@ class Results:
             if entry.logger:
                 logged[name] = value
         self.epoch_values = callback
+        metric_logging.reset_all(self)
         return callback, logged
 
 

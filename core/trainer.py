@@ -19,6 +19,7 @@ from ember.datamodule import DataModule
 from ember.dispatch import Dispatch
 from ember.errors import Preempted
 from ember.loops.position import FitPosition, position_from_state, position_state
+from ember.loops.signature import step_signatures
 from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
@@ -199,6 +200,7 @@ class Trainer:
         self._position = FitPosition()
         self._resuming = False
         self._stepper: Any = None
+        self._step_takes_idx: dict[str, bool] = {}
         self._ckpt_path: str | None = None
         self.num_training_batches: float = 0
         self.num_val_batches: list[float] = []
@@ -514,6 +516,7 @@ class Trainer:
         placed = self.strategy.setup_module(module)
         self._placed_module = placed
         self._clipping_overridden = type(module).configure_gradient_clipping is not Module.configure_gradient_clipping
+        self._step_takes_idx = step_signatures(module)  # training_step(self, batch) is allowed, as in Lightning
         module._device = self.strategy.root_device
         data.collect(self, stage)
         if stage == "fit":

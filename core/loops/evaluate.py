@@ -32,7 +32,8 @@ def run_evaluation(
     sanity: bool = False,
     before_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """One pass over ``loaders``; returns the epoch-level metrics (tensors).
+    """One pass over ``loaders``; returns the epoch-level metrics sent to the
+    loggers (tensors; what ``trainer.validate``/``test`` return, as in Lightning).
     ``before_end`` runs after the metrics are reduced, before the ``on_*_end``
     hooks (where checkpoints are usually written)."""
     module = trainer.module
@@ -51,6 +52,7 @@ def run_evaluation(
     batch_start = getattr(d, f"on_{prefix}_batch_start")
     batch_end = getattr(d, f"on_{prefix}_batch_end")
     several = len(loaders) > 1
+    takes_idx = trainer._step_takes_idx.get(step_name, True)
     try:
         with _context(trainer):
             for fn in getattr(d, f"on_{prefix}_start"):
@@ -67,7 +69,10 @@ def run_evaluation(
                     for fn in batch_start:
                         fn(trainer, module, batch, batch_idx, dataloader_idx)
                     with strategy.precision.forward_context():
-                        output = step(batch, batch_idx, dataloader_idx) if several else step(batch, batch_idx)
+                        if takes_idx:
+                            output = step(batch, batch_idx, dataloader_idx) if several else step(batch, batch_idx)
+                        else:
+                            output = step(batch, dataloader_idx) if several else step(batch)
                     for fn in batch_end:
                         fn(trainer, module, output, batch, batch_idx, dataloader_idx)
                     if batch_idx + 1 >= limit:
@@ -89,7 +94,7 @@ def run_evaluation(
         module.train(was_training)
         module._results = previous_results
         trainer._eval_results = None
-    return callback_values
+    return logged
 
 
 def run_eval_entry(trainer: Trainer, stage: str, verbose: bool) -> list[dict[str, float]]:
@@ -126,6 +131,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
     module.eval()
     strategy = trainer.strategy
     several = len(trainer._predict_loaders) > 1
+    takes_idx = trainer._step_takes_idx.get("predict_step", True)
     all_predictions: list[list[Any]] = []
     try:
         with _context(trainer):
@@ -143,7 +149,10 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
                     for fn in d.on_predict_batch_start:
                         fn(trainer, module, batch, batch_idx, dataloader_idx)
                     with strategy.precision.forward_context():
-                        output = module.predict_step(batch, batch_idx, dataloader_idx) if several else module.predict_step(batch, batch_idx)
+                        if takes_idx:
+                            output = module.predict_step(batch, batch_idx, dataloader_idx) if several else module.predict_step(batch, batch_idx)
+                        else:
+                            output = module.predict_step(batch, dataloader_idx) if several else module.predict_step(batch)
                     for fn in d.on_predict_batch_end:
                         fn(trainer, module, output, batch, batch_idx, dataloader_idx)
                     if return_predictions:

@@ -105,7 +105,7 @@ def _train_epoch(trainer: Trainer) -> None:
     resuming = position.resumes_inside_epoch
     results = Results(default_on_step=True, default_on_epoch=False)
     if resuming and position.results is not None:
-        results.load_state_dict(position.results)
+        results.load_state_dict(position.results, module)
     trainer._train_results = results
     module._results = results
     module.train()
@@ -156,6 +156,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     batch_start = d.on_train_batch_start
     batch_end = d.on_train_batch_end
     module_batch_start = type(module).on_train_batch_start is not Module.on_train_batch_start
+    takes_idx = trainer._step_takes_idx.get("training_step", True)  # training_step(self, batch) is allowed
     max_steps = trainer.max_steps
     max_time = trainer.max_time
     to_device = strategy.batch_to_device
@@ -228,7 +229,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         else:
             before = trainer.global_step
             with strategy.precision.forward_context():
-                output = module.training_step(batch, batch_idx)
+                output = module.training_step(batch, batch_idx) if takes_idx else module.training_step(batch)
             stepped = trainer.global_step != before
         if stepped and trainer.lr_scheduler_configs:
             _step_step_schedulers(trainer)

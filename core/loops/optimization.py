@@ -140,6 +140,12 @@ class AutomaticOptimization:
         self.batch_idx = 0
         self.first = True
         self.closure = self._closure
+        # The step as a callable of (batch, batch_idx), chosen once: training_step(self, batch) gets no index.
+        target = self.placed.training_step if self.placed is module else self.placed
+        if trainer._step_takes_idx.get("training_step", True):
+            self.call_step = target
+        else:
+            self.call_step = lambda batch, batch_idx: target(batch)
         self.step_closure = self._step_closure
         # Resolved once per epoch so that a plain step makes no calls it does
         # not need: no context manager when the precision has none, no hook
@@ -201,10 +207,10 @@ class AutomaticOptimization:
         trainer = self.trainer
         placed = self.placed
         if self.null_context:
-            output = placed.training_step(self.batch, self.batch_idx) if placed is self.module else placed(self.batch, self.batch_idx)
+            output = self.call_step(self.batch, self.batch_idx)
         else:
             with self.precision.forward_context():
-                output = placed.training_step(self.batch, self.batch_idx) if placed is self.module else placed(self.batch, self.batch_idx)
+                output = self.call_step(self.batch, self.batch_idx)
         loss = output if isinstance(output, torch.Tensor) else _loss_of(output)
         if self.first:
             hooks = self.dispatch.on_before_zero_grad

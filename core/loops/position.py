@@ -149,7 +149,7 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
         state["rng_per_rank"] = gather(state["rng"])
         state["epoch_rng_per_rank"] = gather(position.epoch_rng)
     if trainer._train_results is not None and (position.batches_done or position.phase == EPOCH_END):
-        state["results"] = trainer._train_results.state_dict()
+        state["results"] = trainer._train_results.state_dict(trainer.module)
     stepper = getattr(trainer, "_stepper", None)
     if stepper is not None and stepper.mid_window:
         state["accumulated_grads"] = accumulated_grads(trainer.module)  # type: ignore[arg-type]

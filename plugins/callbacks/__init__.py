@@ -8,6 +8,7 @@ from ember.plugins.callbacks.batch_size_finder import BatchSizeFinder
 from ember.plugins.callbacks.device_stats import DeviceStatsMonitor
 from ember.plugins.callbacks.early_stopping import EarlyStopping
 from ember.plugins.callbacks.fault_tolerance import FaultTolerance
+from ember.plugins.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from ember.plugins.callbacks.lr_finder import LearningRateFinder
 from ember.plugins.callbacks.lr_monitor import LearningRateMonitor
 from ember.plugins.callbacks.model_checkpoint import ModelCheckpoint
@@ -16,6 +17,8 @@ from ember.plugins.callbacks.progress import ProgressBar
 from ember.plugins.callbacks.throughput import ThroughputMonitor
 
 __all__ = [
+    "BackboneFinetuning",
+    "BaseFinetuning",
     "BatchSizeFinder",
     "DeviceStatsMonitor",
     "EarlyStopping",

@@ -6,11 +6,13 @@ was given; ``/pg{i}`` (1-based, or the group's own ``"name"``) is appended
 when an optimizer has several parameter groups; a second optimizer of the
 same class gets ``-1`` appended, a third ``-2`` and so on.
 
-When: with ``logging_interval="step"`` every ``trainer.log_every_n_steps``
-optimizer steps (from ``on_train_batch_start``, i.e. the rate the coming step
-will use); with ``"epoch"`` at the start of each epoch; with ``None`` each
-optimizer at its scheduler's interval, and at epoch starts for optimizers
-without a scheduler.
+When (as Lightning): at the start of a training batch whose step will make
+``global_step`` a multiple of ``trainer.log_every_n_steps`` (logged at the
+step count before it), unless ``logging_interval="epoch"``; and at the start
+of each epoch, unless ``logging_interval="step"``. With ``None`` an optimizer
+with a scheduler is logged at its scheduler's interval only, and one without
+a scheduler at both. Names are recomputed each time, so a parameter group
+added during training (e.g. by ``BackboneFinetuning``) appears as ``/pg2``.
 """
 
 from __future__ import annotations
@@ -22,24 +24,12 @@ from ember.plugin_manager import hookimpl
 from ember.roles import did_you_mean
 
 if TYPE_CHECKING:
-    import torch
-
     from ember.module import Module
     from ember.trainer import Trainer
 
 
 class NoLoggerError(RuntimeError):
     """LearningRateMonitor was used on a trainer without loggers."""
-
-
-class _Tracked:
-    """One optimizer to report on."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, base: str, interval: str) -> None:
-        self.optimizer = optimizer
-        self.base = base
-        self.interval = interval
-        self.names: list[str] = []  # one per parameter group
 
 
 class LearningRateMonitor(Callback):
@@ -61,8 +51,6 @@ class LearningRateMonitor(Callback):
         self.log_momentum = log_momentum
         self.log_weight_decay = log_weight_decay
         self.lrs: dict[str, list[float]] = {}
-        self._tracked: list[_Tracked] = []
-        self._last_step_logged = -1
 
     # ------------------------------------------------------------------ set-up
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
@@ -71,98 +59,69 @@ class LearningRateMonitor(Callback):
                 "LearningRateMonitor has nowhere to write: the Trainer has no logger. "
                 "Pass one (e.g. Trainer(logger=CSVLogger(...))) or remove the LearningRateMonitor."
             )
-        self._tracked = self._find_optimizers(trainer)
-        self._last_step_logged = -1
-        self.lrs = {name: [] for t in self._tracked for name in t.names}
+        self.lrs = {name: [] for _, names, _ in self._tracked(trainer) for name in names}
 
-    def _find_optimizers(self, trainer: Trainer) -> list[_Tracked]:
-        optimizers = list(getattr(trainer, "optimizers", None) or [])
-        configs = list(getattr(trainer, "lr_scheduler_configs", None) or [])
+    def _tracked(self, trainer: Trainer) -> list[tuple[Any, list[str], str | None]]:
+        """``(optimizer, one name per parameter group, interval)``: optimizers with a
+        scheduler first (interval = the scheduler's), then those without (``None``:
+        logged at every opportunity). Names are recomputed on each call, so a
+        parameter group added during training (fine-tuning) gets its own name."""
+        tracked: list[tuple[Any, list[str], str | None]] = []
+        per_class: dict[type, int] = {}
+        seen: list[Any] = []
 
-        def index_of(opt: Any) -> int | None:
-            for i, o in enumerate(optimizers):
-                if o is opt:
-                    return i
-            return None
-
-        # Per optimizer: the scheduler config that names / times it (first wins).
-        config_for: dict[int, Any] = {}
-        for cfg in configs:
-            idx = getattr(cfg, "opt_idx", None)
-            if idx is None:
-                idx = index_of(getattr(getattr(cfg, "scheduler", None), "optimizer", None))
-            if idx is None:
-                opt = getattr(getattr(cfg, "scheduler", None), "optimizer", None)
-                if opt is None:
-                    continue
-                optimizers.append(opt)
-                idx = len(optimizers) - 1
-            config_for.setdefault(idx, cfg)
-
-        tracked: list[_Tracked] = []
-        seen_bases: dict[str, int] = {}
-        for i, opt in enumerate(optimizers):
-            cfg = config_for.get(i)
-            base = getattr(cfg, "name", None) if cfg is not None else None
-            if not base:
-                base = f"lr-{type(opt).__name__}"
-            count = seen_bases.get(base, 0)
-            seen_bases[base] = count + 1
-            if count:
-                base = f"{base}-{count}"
-            if self.logging_interval is not None:
-                interval = self.logging_interval
-            elif cfg is not None:
-                interval = getattr(cfg, "interval", "epoch") or "epoch"
-            else:
-                interval = "epoch"
-            t = _Tracked(opt, base, interval)
+        def names_for(opt: Any, base: str, counted: bool) -> list[str]:
+            seen.append(opt)
+            if counted:
+                per_class[type(opt)] = per_class.get(type(opt), 0) + 1
+            count = per_class.get(type(opt), 0)
+            if count > 1:
+                base = f"{base}-{count - 1}"
             groups = opt.param_groups
             if len(groups) == 1:
-                t.names = [base]
-            else:
-                t.names = [f"{base}/{g['name']}" if g.get("name") else f"{base}/pg{j + 1}" for j, g in enumerate(groups)]
-            tracked.append(t)
+                return [f"{base}/{groups[0]['name']}" if groups[0].get("name") else base]
+            return [f"{base}/{g.get('name', f'pg{i + 1}')}" for i, g in enumerate(groups)]
+
+        for cfg in getattr(trainer, "lr_scheduler_configs", None) or []:
+            opt = cfg.scheduler.optimizer
+            base = cfg.name if cfg.name is not None else f"lr-{type(opt).__name__}"
+            tracked.append((opt, names_for(opt, base, cfg.name is None), cfg.interval or "epoch"))
+        for opt in getattr(trainer, "optimizers", None) or []:
+            opt = getattr(opt, "optimizer", opt)
+            if not any(opt is s for s in seen):
+                tracked.append((opt, names_for(opt, f"lr-{type(opt).__name__}", True), None))
         return tracked
 
     # ------------------------------------------------------------------ logging
     def on_train_batch_start(self, trainer: Trainer, module: Module, batch: Any, batch_idx: int) -> None:
-        if not self._tracked:
-            return
-        step = trainer.global_step
-        every = max(int(getattr(trainer, "log_every_n_steps", 1) or 1), 1)
-        if step == self._last_step_logged or step % every != 0:
-            return
-        if not any(t.interval == "step" for t in self._tracked):
-            return
-        self._last_step_logged = step
-        self._log(trainer, "step")
+        # As Lightning: before the step that will make global_step a multiple of
+        # log_every_n_steps, at the step count of that moment.
+        every = int(getattr(trainer, "log_every_n_steps", 1) or 1)
+        if self.logging_interval != "epoch" and (trainer.global_step + 1) % every == 0:
+            self._log(trainer, "step")
 
     def on_train_epoch_start(self, trainer: Trainer, module: Module) -> None:
-        if self._tracked and any(t.interval == "epoch" for t in self._tracked):
+        if self.logging_interval != "step":
             self._log(trainer, "epoch")
 
     def _log(self, trainer: Trainer, interval: str) -> None:
         stats: dict[str, float] = {}
-        for t in self._tracked:
-            if t.interval != interval:
+        for optimizer, names, own_interval in self._tracked(trainer):
+            if own_interval is not None and self.logging_interval is None and own_interval != interval:
                 continue
-            for name, group in zip(t.names, t.optimizer.param_groups, strict=False):
+            if len(names) > 1 and names[0].endswith("/pg1") and names[0][: -len("/pg1")] in self.lrs:
+                self.lrs[names[0]] = self.lrs.pop(names[0][: -len("/pg1")])  # the optimizer gained groups
+            uses_betas = "betas" in getattr(optimizer, "defaults", {})
+            for name, group in zip(names, optimizer.param_groups, strict=False):
                 lr = float(group["lr"])
                 stats[name] = lr
                 self.lrs.setdefault(name, []).append(lr)
                 if self.log_momentum:
-                    stats[f"{name}-momentum"] = _momentum(group)
+                    stats[f"{name}-momentum"] = float(group["betas"][0]) if uses_betas else float(group.get("momentum", 0.0) or 0.0)
                 if self.log_weight_decay:
                     stats[f"{name}-weight_decay"] = float(group.get("weight_decay", 0.0) or 0.0)
         if stats:
             trainer.log_metrics(stats, step=trainer.global_step)
-
-
-def _momentum(group: dict[str, Any]) -> float:
-    if "betas" in group:
-        return float(group["betas"][0])
-    return float(group.get("momentum", 0.0) or 0.0)
 
 
 @hookimpl

@@ -76,6 +76,9 @@ class Regressor(ember.Module):
         self.test_calls += 1
         self.log("test_loss", self.loss(batch))
 
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        return self(batch[0])  # batches are (x, y); the default predict_step passes the whole batch
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_name == "adam":
             return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -34,10 +34,11 @@ def test_step_scheduler_logged_every_n_steps(tmp_path, make_trainer, regressor, 
     logger = CSVLogger(tmp_path)
     monitor = LearningRateMonitor()
     make_trainer(max_epochs=2, log_every_n_steps=3, logger=logger, callbacks=[monitor]).fit(with_optim(regressor, configure)(), *loaders)
-    # 8 steps; logged before steps 0, 3, 6 with the rate each of them uses
+    # 8 steps; as Lightning, logged before the steps that make global_step a
+    # multiple of 3 (at step counts 2 and 5), with the rate each of them uses
     rows = logged(logger, "lr-SGD")
-    assert [s for s, _ in rows] == [0, 3, 6]
-    assert [v for _, v in rows] == pytest.approx([0.1, 0.1 * 0.5**3, 0.1 * 0.5**6])
+    assert [s for s, _ in rows] == [2, 5]
+    assert [v for _, v in rows] == pytest.approx([0.1 * 0.5**2, 0.1 * 0.5**5])
     assert monitor.lrs["lr-SGD"] == pytest.approx([v for _, v in rows])
 
 
@@ -60,7 +61,7 @@ def test_forced_step_interval_without_scheduler(tmp_path, make_trainer, regresso
     make_trainer(max_epochs=1, log_every_n_steps=2, logger=logger, callbacks=[LearningRateMonitor(logging_interval="step")]).fit(
         regressor(lr=0.03), *loaders
     )
-    assert logged(logger, "lr-SGD") == [(0, 0.03), (2, 0.03)]
+    assert logged(logger, "lr-SGD") == [(1, 0.03), (3, 0.03)]  # before the 2nd and 4th steps, as Lightning
 
 
 def test_param_groups_names_momentum_and_weight_decay(tmp_path, make_trainer, regressor, loaders):
