@@ -74,6 +74,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ember.plugins.callbacks.throughput",
     "ember.plugins.callbacks.device_stats",
     "ember.plugins.callbacks.finetuning",
+    "ember.plugins.callbacks.compile",
     "ember.plugins.profilers.simple",
     "ember.plugins.profilers.advanced",
     "ember.plugins.profilers.pytorch",

@@ -1,10 +1,12 @@
 """What ``self.log`` records during one loop.
 
-Per step, a logged value is detached and stored: no ``.item()``, no device
-synchronisation, no string formatting. Epoch aggregates are kept as lists of
-tensors folded every few hundred entries, and reduced when the epoch ends.
-Conversion to Python floats happens only when a logger or the progress bar
-reads the values.
+Per step, a logged value is stored as it is: no ``.item()``, no device
+synchronisation, no string formatting, no new tensor. A step value is detached
+(a Python number made a tensor) the first time something reads it; values
+kept for the epoch are detached when logged and kept as lists folded every
+few hundred entries, then reduced when the epoch ends. Conversion to Python
+floats happens only when a logger or the progress bar reads the values.
+``benchmarks/log_calls.py`` measures what this costs per step.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class _Entry:
         "folded",
         "folded_weight",
         "metric",
+        "keep_graph",
     )
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool) -> None:
@@ -71,6 +74,20 @@ class _Entry:
         self.folded: torch.Tensor | None = None
         self.folded_weight = 0
         self.metric: Any = None  # a torchmetrics Metric (see ember.metric_logging)
+        self.keep_graph = False  # logged with enable_graph=True: readers get the tensor with its graph
+
+    def step_value(self) -> Any:
+        """The last value as readers get it: a tensor, detached unless logged
+        with ``enable_graph=True``. ``Results.log`` stores step values as given
+        (a Python number, or a tensor with its graph) because most are never
+        read; the conversion happens here, once, on the first read."""
+        value = self.last
+        if isinstance(value, torch.Tensor):
+            if value.requires_grad and not self.keep_graph:
+                value = self.last = value.detach()
+        elif isinstance(value, (int, float)):
+            value = self.last = torch.tensor(float(value))
+        return value
 
     def fold(self) -> None:
         if not self.values:
@@ -79,9 +96,13 @@ class _Entry:
             torch.float64 if self._is_double() else torch.float32
         )
         if self.reduce == "mean":
-            w = torch.tensor(self.weights, dtype=values.dtype, device=values.device)
-            part = (values * w.view(-1, *([1] * (values.ndim - 1)))).sum(0)
-            self.folded_weight += sum(self.weights)
+            weights = self.weights
+            if weights.count(weights[0]) == len(weights):  # one batch size throughout: no weight tensor to build
+                part = (values * weights[0]).sum(0)
+            else:
+                w = torch.tensor(weights, dtype=values.dtype, device=values.device)
+                part = (values * w.view(-1, *([1] * (values.ndim - 1)))).sum(0)
+            self.folded_weight += sum(weights)
         elif self.reduce == "sum":
             part = values.sum(0)
         elif self.reduce == "max":
@@ -162,17 +183,35 @@ class Results:
         entry = self.entries.get(key)
         if entry is None:
             entry = self._create(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
+        # The hot path: no device sync, no conversion, no tensor made for a step-only value.
+        # A step-only value is kept as given and detached (a number: made a
+        # tensor) by _Entry.step_value when something reads it, which most
+        # never are; values kept for the epoch are detached now, since up to
+        # _FOLD_EVERY of them wait in a list.
         if isinstance(value, torch.Tensor):
-            if not enable_graph:
+            entry.keep_graph = enable_graph
+            if entry.on_epoch and not enable_graph and value.requires_grad:
                 value = value.detach()
         elif isinstance(value, (int, float)):
-            value = torch.tensor(float(value))  # callback_metrics promise tensors
+            value = float(value)  # callback_metrics promise tensors: step_value() converts
         else:
             items = metric_logging.collection_items(value)
             if items is not None:
                 del self.entries[key]
                 for item_name, metric in items:
-                    self.log(item_name, metric, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, batch_size)
+                    self.log(
+                        item_name,
+                        metric,
+                        prog_bar,
+                        logger,
+                        on_step,
+                        on_epoch,
+                        reduce_fx,
+                        enable_graph,
+                        sync_dist,
+                        add_dataloader_idx,
+                        batch_size,
+                    )
                 return
             if metric_logging.log_object(self, key, entry, value):
                 return
@@ -233,7 +272,7 @@ class Results:
         out = {}
         for entry in self.entries.values():
             if entry.on_step and (entry.fresh or not only_fresh) and (entry.logger or not for_logger):
-                out[self._step_name(entry)] = entry.last
+                out[self._step_name(entry)] = entry.step_value()
                 if only_fresh:
                     entry.fresh = False
         return out
@@ -248,10 +287,11 @@ class Results:
                 if value is not None:
                     out[entry.name + "_epoch" if entry.on_step else entry.name] = value
             if entry.on_step and entry.last is not None:
+                last = entry.step_value()
                 if entry.name not in self.epoch_values:  # after the epoch, the plain name is the epoch value
-                    out[entry.name] = entry.last
+                    out[entry.name] = last
                 if entry.on_epoch:
-                    out[entry.name + "_step"] = entry.last
+                    out[entry.name + "_step"] = last
         return out
 
     def progress_bar_metrics(self) -> dict[str, Any]:
@@ -260,7 +300,7 @@ class Results:
             if not entry.prog_bar:
                 continue
             if entry.on_step and entry.last is not None:
-                out[entry.name] = entry.last
+                out[entry.name] = entry.step_value()
             elif entry.name in self.epoch_values:
                 out[entry.name] = self.epoch_values[entry.name]
         return out
@@ -280,7 +320,7 @@ class Results:
             entries[key] = {
                 "name": entry.name,
                 "options": [entry.on_step, entry.on_epoch, entry.prog_bar, entry.logger, entry.reduce, entry.sync_dist],
-                "last": entry.last,
+                "last": entry.step_value(),
                 "folded": entry.folded,
                 "folded_weight": entry.folded_weight,
             }

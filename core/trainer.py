@@ -15,6 +15,7 @@ import torch
 
 from ember import checkpointing, data, resolve
 from ember.callback import Callback, Logger
+from ember.compile import accept as accept_compiled
 from ember.datamodule import DataModule
 from ember.dispatch import Dispatch
 from ember.errors import Preempted
@@ -64,6 +65,11 @@ class Trainer:
     ``disable_plugins`` (plugin names never registered), ``autoload_plugins``
     (``False`` loads no entry-point plugin unless named in ``plugins``).
     """
+
+    #: Training batches copied to the device ahead of their step (see
+    #: :mod:`ember.loops.prefetch`): ``None`` on for CUDA and off elsewhere,
+    #: ``False`` off, ``True`` on, an ``int`` on with that many batches ahead.
+    device_prefetch: bool | int | None = None
 
     def __init__(
         self,
@@ -437,6 +443,7 @@ class Trainer:
         model = model if model is not None else self.module
         if model is None:
             raise TypeError(f"trainer.{fn}() needs a model: pass an ember.Module.")
+        model = accept_compiled(model, fn)  # torch.compile(module): the module inside, running compiled
         if not isinstance(model, Module):
             raise TypeError(
                 f"trainer.{fn}() expects an ember.Module, got {type(model).__name__}. Subclass ember.Module (ported LightningModules: change the base class)."

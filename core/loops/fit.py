@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.loops.evaluate import run_evaluation
+from ember.loops import prefetch
 from ember.loops.optimization import AutomaticOptimization
 from ember.loops.position import (
     EPOCH_END,
@@ -178,6 +179,9 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
                 f"The training data has fewer than the {skip} batches the checkpoint had done in epoch {trainer.current_epoch}.",
                 stacklevel=3,
             )
+    prefetcher = prefetch.wrap(trainer, loader, iterator, to_device)  # None unless on (CUDA by default)
+    if prefetcher is not None:
+        iterator, moves_batches = prefetcher, False  # batches come out already moved
     if resume is not None:
         position.epoch_rng = resume.epoch_rng
         position.batches_done = skip

@@ -1,0 +1,150 @@
+"""The cheap per-step ``self.log`` path (issue 15): step values are stored as
+given and converted on first read, epoch values are detached when logged, a
+constant batch size folds without a weight tensor, and ``log_dict`` goes
+straight to the results. Every test checks what a reader gets, so a change
+that leaks a graph or changes a value fails here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import ember
+from ember.results import _FOLD_EVERY, Results
+
+
+def _log(results: Results, name: str, value: Any, **kw: Any) -> None:
+    args: dict[str, Any] = dict(
+        prog_bar=False, logger=None, on_step=None, on_epoch=None, reduce_fx="mean",
+        enable_graph=False, sync_dist=False, add_dataloader_idx=True, batch_size=None,
+    )  # fmt: skip
+    args.update(kw)
+    results.log(name, value, **args)
+
+
+def _graph_value() -> torch.Tensor:
+    w = torch.ones(3, requires_grad=True)
+    return (w * 2).sum()
+
+
+def test_step_values_reach_readers_detached() -> None:
+    r = Results(default_on_step=True, default_on_epoch=False)
+    r.new_batch(torch.zeros(4, 1))
+    loss = _graph_value()
+    _log(r, "loss", loss, prog_bar=True)
+    for read in (r.step_values(only_fresh=False), r.live_metrics(), r.progress_bar_metrics()):
+        value = read["loss"]
+        assert isinstance(value, torch.Tensor) and not value.requires_grad and value.grad_fn is None
+        assert value.item() == 6.0
+    saved = r.state_dict()["entries"]["loss"]["last"]
+    assert saved.grad_fn is None
+
+
+def test_enable_graph_keeps_the_graph_for_readers() -> None:
+    r = Results(default_on_step=True, default_on_epoch=False)
+    loss = _graph_value()
+    _log(r, "loss", loss, enable_graph=True)
+    assert r.live_metrics()["loss"] is loss and loss.requires_grad
+
+
+def test_epoch_values_are_detached_when_logged() -> None:
+    r = Results(default_on_step=True, default_on_epoch=False)
+    r.new_batch(torch.zeros(4, 1))
+    _log(r, "loss", _graph_value(), on_epoch=True)
+    entry = r.entries["loss"]
+    assert all(v.grad_fn is None for v in entry.values)  # nothing in the epoch list holds a graph
+    callback, _ = r.finalize_epoch()
+    assert callback["loss_epoch"].item() == 6.0 and callback["loss_epoch"].grad_fn is None
+
+
+def test_numbers_become_tensors_when_read() -> None:
+    r = Results(default_on_step=True, default_on_epoch=False)
+    _log(r, "lr", 0.5)
+    _log(r, "count", 3)
+    _log(r, "flag", True)
+    values = r.step_values()
+    assert {k: (type(v), v.item()) for k, v in values.items()} == {
+        "lr": (torch.Tensor, 0.5),
+        "count": (torch.Tensor, 3.0),
+        "flag": (torch.Tensor, 1.0),
+    }
+    assert values["lr"].dtype == torch.get_default_dtype()
+    assert r.step_values() == {}  # no longer fresh
+
+
+@pytest.mark.parametrize("sizes", [[8] * (2 * _FOLD_EVERY + 5), [8, 8, 3] * 200])
+def test_fold_matches_the_weighted_mean(sizes: list[int]) -> None:
+    """One batch size throughout (the shortcut) and mixed sizes give the same
+    weighted mean as computing it by hand in float64."""
+    gen = torch.Generator().manual_seed(0)
+    values = torch.rand(len(sizes), generator=gen)
+    r = Results(default_on_step=False, default_on_epoch=True)
+    for size, value in zip(sizes, values, strict=True):
+        r.new_batch(torch.zeros(size, 2))
+        _log(r, "m", value)
+    callback, _ = r.finalize_epoch()
+    expected = sum(float(v) * s for v, s in zip(values, sizes, strict=True)) / sum(sizes)
+    assert callback["m"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_uniform_fold_is_bitwise_the_general_formula() -> None:
+    gen = torch.Generator().manual_seed(1)
+    values = torch.rand(_FOLD_EVERY, generator=gen)
+    r = Results(default_on_step=False, default_on_epoch=True)
+    for value in values:
+        _log(r, "m", value, batch_size=16)
+    r.entries["m"].fold()
+    general = (values * torch.full((_FOLD_EVERY,), 16.0)).sum(0)
+    assert torch.equal(r.entries["m"].folded, general)
+
+
+class _DictLogger(ember.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = torch.nn.Linear(3, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log_dict({"loss": loss, "idx": float(batch_idx), "twice": loss * 2}, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+class _OverridesLog(_DictLogger):
+    """A module overriding ``log`` still sees every ``log_dict`` item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        self.seen.append(name)
+        super().log(name, value, *args, **kwargs)
+
+
+def _loader() -> DataLoader:
+    gen = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(12, 3, generator=gen), torch.randn(12, 1, generator=gen)), batch_size=4)
+
+
+def test_log_dict_in_a_real_fit(make_trainer: Any) -> None:
+    model = _DictLogger()
+    trainer = make_trainer(max_epochs=1, logger=False)
+    trainer.fit(model, _loader())
+    cm = trainer.callback_metrics
+    assert float(cm["idx_step"]) == 2.0 and float(cm["idx_epoch"]) == pytest.approx(1.0)
+    assert float(cm["twice_epoch"]) == pytest.approx(2 * float(cm["loss_epoch"]))
+    assert all(v.grad_fn is None for v in cm.values())
+
+
+def test_log_dict_goes_through_an_overridden_log(make_trainer: Any) -> None:
+    model = _OverridesLog()
+    make_trainer(max_epochs=1, logger=False).fit(model, _loader())
+    assert model.seen == ["loss", "idx", "twice"] * 3
