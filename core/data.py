@@ -18,7 +18,11 @@ _METHOD = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_d
 
 
 def _overrides(obj: Any, base: type, name: str) -> bool:
-    return obj is not None and getattr(type(obj), name, None) is not getattr(base, name, None)
+    """Whether ``obj`` replaces ``base``'s ``name`` (in its class, or on the
+    instance as ``DataModule.from_datasets`` does)."""
+    if obj is None:
+        return False
+    return getattr(type(obj), name, None) is not getattr(base, name, None) or name in getattr(obj, "__dict__", ())
 
 
 def resolve(kind: str, explicit: Any, datamodule: DataModule | None, module: Module) -> Any:
@@ -173,3 +177,22 @@ def val_check_batch(trainer: Trainer) -> float:
             f"val_check_interval={interval} is more than the {int(n)} training batches per epoch; lower it or pass a fraction."
         )
     return float(interval)
+
+
+def datamodule_from_datasets(cls: type, datasets: tuple[Any, ...], batch_size: int, num_workers: int, init_kwargs: dict[str, Any]) -> Any:
+    """``DataModule.from_datasets``: an instance of ``cls`` whose four dataloader
+    methods wrap ``datasets`` (train, val, test, predict; ``None`` leaves the
+    method unimplemented)."""
+
+    def loaders(ds: Any, shuffle: bool) -> Any:
+        if isinstance(ds, (list, tuple)):
+            return [loaders(d, shuffle) for d in ds]
+        if isinstance(ds, dict):
+            return {k: loaders(d, shuffle) for k, d in ds.items()}
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, persistent_workers=num_workers > 0)
+
+    dm = cls(**init_kwargs)
+    for name, ds in zip(("train", "val", "test", "predict"), datasets, strict=True):
+        if ds is not None:
+            setattr(dm, f"{name}_dataloader", lambda ds=ds, shuffle=name == "train": loaders(ds, shuffle))
+    return dm

@@ -40,6 +40,12 @@ def init_args_of(frame: types.FrameType) -> dict[str, Any]:
 class HyperparametersMixin:
     """Gives ``save_hyperparameters()`` and ``hparams``."""
 
+    #: Checkpoint key of the saved hyperparameters (and Lightning's names for
+    #: the keys of their container's name and type, kept for ported code).
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
     _hparams: AttributeDict | None = None
     _hparams_initial: AttributeDict | None = None
 
@@ -84,6 +90,14 @@ class HyperparametersMixin:
         object.__setattr__(self, "_hparams", hparams)
         object.__setattr__(self, "_hparams_initial", copy.deepcopy(hparams))
         object.__setattr__(self, "_log_hyperparams", logger)
+
+    def remove_ignored_hparams(self, ignore_list: list[str]) -> None:
+        """Drop ``ignore_list`` from the saved hyperparameters (e.g. names a
+        base class saved that a subclass does not take)."""
+        for store in (self._hparams, self._hparams_initial):
+            for name in ignore_list:
+                if store is not None:
+                    store.pop(name, None)
 
     @property
     def hparams(self) -> AttributeDict:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.hparams import HyperparametersMixin
+from ember.module_compat import ModuleCompatMixin
 from ember.metric_logging import collection_items
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ember.trainer import Trainer
 
 
-class Module(HyperparametersMixin, torch.nn.Module):
+class Module(HyperparametersMixin, ModuleCompatMixin, torch.nn.Module):
     """Base class for models trained by :class:`ember.Trainer`."""
 
     #: Set to ``False`` to step optimizers yourself in ``training_step``
@@ -133,13 +134,38 @@ class Module(HyperparametersMixin, torch.nn.Module):
             return
         results.log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, batch_size)
 
-    def log_dict(self, dictionary: Mapping[str, Any], **kwargs: Any) -> None:
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any],
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
         """``self.log`` for every item of ``dictionary``, with the same options.
         A torchmetrics ``MetricCollection`` logs each of its metrics under its
         (prefixed) name."""
         items = collection_items(dictionary)
-        for name, value in items if items is not None else dictionary.items():
-            self.log(name, value, **kwargs)
+        pairs = items if items is not None else dictionary.items()
+        results = self._results
+        if results is not None and type(self).log is Module.log:
+            # What self.log would do for each item, without a call through it per item.
+            log = results.log
+            for name, value in pairs:
+                log(name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, batch_size)
+            return
+        for name, value in pairs:
+            self.log(
+                name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph,
+                sync_dist, sync_dist_group, add_dataloader_idx, batch_size, None, rank_zero_only,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ the user's steps
     def training_step(self, batch: Any, batch_idx: int) -> Any:
@@ -296,16 +322,27 @@ class Module(HyperparametersMixin, torch.nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str, map_location: Any = None, strict: bool = True, **kwargs: Any) -> Module:
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str,
+        map_location: Any = None,
+        hparams_file: str | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Module:
         """Rebuild the module from a checkpoint: its saved hyperparameters
-        (overridden by ``kwargs``) go to ``__init__``, then the weights load."""
-        from ember.checkpointing import load_checkpoint_file, load_weights
+        (updated from ``hparams_file``, a YAML file, then overridden by
+        ``kwargs``) go to ``__init__``, then the weights load (``strict``
+        defaults to the module's ``strict_loading``). ``weights_only=False``
+        lets the file hold arbitrary pickled objects (only for files you trust)."""
+        from ember.checkpointing import load_checkpoint_file, load_weights, read_hparams_file
 
-        checkpoint = load_checkpoint_file(checkpoint_path, map_location)
-        init_args = {**checkpoint.get("hyper_parameters", {}), **kwargs}
+        checkpoint = load_checkpoint_file(checkpoint_path, map_location, weights_only=weights_only)
+        init_args = {**checkpoint.get("hyper_parameters", {}), **read_hparams_file(hparams_file), **kwargs}
         module = cls(**init_args)
         module.on_load_checkpoint(checkpoint)
-        load_weights(module, checkpoint, str(checkpoint_path), strict)
+        load_weights(module, checkpoint, str(checkpoint_path), module.strict_loading if strict is None else strict)
         return module
 
     # ------------------------------------------------------------------ export (see ember.export)

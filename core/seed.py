@@ -9,11 +9,12 @@ from typing import Any
 import torch
 
 
-def seed_everything(seed: int | None = None, workers: bool = False) -> int:
+def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
     """Seed Python's, NumPy's (if installed) and torch's generators (CPU and
     every CUDA device) and return the seed. ``None`` reads ``EMBER_GLOBAL_SEED``
     or falls back to 0. ``workers=True`` makes dataloader workers derive
-    distinct, reproducible seeds (exported as ``EMBER_SEED_WORKERS``)."""
+    distinct, reproducible seeds (exported as ``EMBER_SEED_WORKERS``).
+    ``verbose`` logs the seed (``"ember"`` logger, INFO)."""
     if seed is None:
         seed = int(os.environ.get("EMBER_GLOBAL_SEED", 0))
     seed = int(seed)
@@ -29,6 +30,10 @@ def seed_everything(seed: int | None = None, workers: bool = False) -> int:
     else:
         np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too when present
+    if verbose:
+        import logging
+
+        logging.getLogger("ember").info("Seed set to %d", seed)
     return seed
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ember.loops.model_mode import batch_mover, enter_eval, exit_eval
 from ember.results import Results, to_float
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def run_evaluation(
     module._results = results
     trainer._eval_results = results
     was_training = module.training
-    module.eval()
+    mode_stage = trainer.state.stage or stage
+    enter_eval(module, mode_stage)
     strategy = trainer.strategy
     step = getattr(trainer._placed_module, step_name) if trainer._placed_module is module else getattr(module, step_name)
     batch_start = getattr(d, f"on_{prefix}_batch_start")
@@ -63,8 +65,9 @@ def run_evaluation(
                 if limit <= 0:
                     continue
                 results.dataloader_suffix = f"/dataloader_idx_{dataloader_idx}" if several else ""
+                move = batch_mover(trainer, dataloader_idx)[0]
                 for batch_idx, batch in enumerate(loader):
-                    batch = strategy.batch_to_device(batch)
+                    batch = move(batch)
                     results.new_batch(batch)
                     for fn in batch_start:
                         fn(trainer, module, batch, batch_idx, dataloader_idx)
@@ -91,7 +94,7 @@ def run_evaluation(
             for fn in getattr(d, f"on_{prefix}_end"):
                 fn(trainer, module)
     finally:
-        module.train(was_training)
+        exit_eval(module, mode_stage, was_training)
         module._results = previous_results
         trainer._eval_results = None
     return logged
@@ -128,7 +131,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
     d = trainer._dispatch
     trainer.state.stage = "predict"
     was_training = module.training
-    module.eval()
+    enter_eval(module, "predict")
     strategy = trainer.strategy
     several = len(trainer._predict_loaders) > 1
     takes_idx = trainer._step_takes_idx.get("predict_step", True)
@@ -144,8 +147,9 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
                 all_predictions.append(predictions)
                 if limit <= 0:
                     continue
+                move = batch_mover(trainer, dataloader_idx)[0]
                 for batch_idx, batch in enumerate(loader):
-                    batch = strategy.batch_to_device(batch)
+                    batch = move(batch)
                     for fn in d.on_predict_batch_start:
                         fn(trainer, module, batch, batch_idx, dataloader_idx)
                     with strategy.precision.forward_context():
@@ -164,7 +168,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
             for fn in d.on_predict_end:
                 fn(trainer, module)
     finally:
-        module.train(was_training)
+        exit_eval(module, "predict", was_training)
     if not return_predictions:
         return None
     return all_predictions if several else all_predictions[0]
