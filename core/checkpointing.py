@@ -34,19 +34,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint does not fit what it is being loaded into."""
 
 
-class MissingCheckpointError(CheckpointError, ValueError):
-    """``ckpt_path="best"`` / ``"last"`` names no file: nothing is recorded where ember looked."""
-
-
-def load_checkpoint_file(path: str, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-    """Read a checkpoint with the built-in checkpoint IO (``weights_only=True``);
-    ``weights_only=False`` unpickles anything (only for files you trust)."""
+def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
+    """Read a checkpoint with the built-in checkpoint IO (``weights_only=True``)."""
     from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
 
-    if weights_only is False:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    else:
-        checkpoint = TorchCheckpointIO().load_checkpoint(path)
+    checkpoint = TorchCheckpointIO().load_checkpoint(path)
     check_compatible(checkpoint, path)
     if map_location is not None:
         checkpoint["state_dict"] = {
@@ -65,22 +57,6 @@ def check_compatible(checkpoint: dict[str, Any], path: str) -> None:
     if version is None:
         return  # a foreign checkpoint with a state_dict: weights can still be loaded
     try:
-def read_hparams_file(path: Any) -> dict[str, Any]:
-    """The hyperparameters in a YAML file (``{}`` for ``None``)."""
-    if path is None:
-        return {}
-    try:
-        import yaml
-    except ImportError as exc:
-        raise ImportError("hparams_file= needs PyYAML: pip install pyyaml") from exc
-
-    with open(path, encoding="utf-8") as f:
-        loaded = yaml.safe_load(f) or {}
-    if not isinstance(loaded, dict):
-        raise ValueError(f"hparams_file={str(path)!r} must hold a YAML mapping of hyperparameters, not {type(loaded).__name__}.")
-    return loaded
-
-
         written = Version(str(version))
     except InvalidVersion:
         raise CheckpointError(f"{path!r} records an unreadable ember version {version!r}.") from None
