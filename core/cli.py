@@ -25,10 +25,8 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ember._version import __version__
 
@@ -42,10 +40,6 @@ _OVERRIDE_HELP = (
     "variables work too: EMBER_TRAINER__MAX_EPOCHS=3. Precedence: defaults < stack file "
     "< environment < command line."
 )
-
-
-class _UsageError(Exception):
-    pass
 
 
 def _is_override(token: str) -> bool:
@@ -78,7 +72,9 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(keys_help: bool = False) -> argparse.ArgumentParser:
+    """The parser. With ``keys_help`` (only when --help is asked for), the
+    run commands' help lists every overridable stack key."""
     parser = argparse.ArgumentParser(
         prog="ember",
         description="Train PyTorch models from a stack file ([tool.ember] in pyproject.toml, or ember.toml).",
@@ -86,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the Python traceback with error messages (also EMBER_TRACEBACK=1); anywhere before --",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def config_arg(p: argparse.ArgumentParser) -> None:
@@ -102,7 +103,19 @@ def _parser() -> argparse.ArgumentParser:
         "predict": "run prediction (save the outputs with --output)",
     }
     for name in RUN_COMMANDS:
-        p = sub.add_parser(name, help=helps[name], description=f"{helps[name].capitalize()}. {_OVERRIDE_HELP}", allow_abbrev=False)
+        if keys_help:
+            from ember.cli_help import keys_epilog
+
+            p = sub.add_parser(
+                name,
+                help=helps[name],
+                description=f"{helps[name].capitalize()}.",
+                epilog=keys_epilog(),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                allow_abbrev=False,
+            )
+        else:
+            p = sub.add_parser(name, help=helps[name], description=f"{helps[name].capitalize()}. {_OVERRIDE_HELP}", allow_abbrev=False)
         config_arg(p)
         p.add_argument("--ckpt_path", metavar="PATH", help="checkpoint to start from ('best' and 'last' name the checkpoint callback's)")
         if name == "predict":
@@ -144,17 +157,92 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)subcommand ``args`` ran: its usage is the one to show."""
+    current = parser
+    dests = ["command", "checkpoint_command", "template"]
+    while current._subparsers is not None:
+        action = next(a for a in current._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+        chosen = next((getattr(args, d, None) for d in dests if getattr(args, d, None) in action.choices), None)
+        if chosen is None:
+            break
+        current = action.choices[chosen]
+    return current
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> int:
+    from ember.cli_help import closest_flag
+
+    sub = _subcommand_parser(parser, args)
+    name = sub.prog
+    flag = next((u for u in unknown if u.startswith("-")), None)
+    if flag is None:
+        message = f"{name}: unexpected argument {unknown[0]!r}."
+    else:
+        match = closest_flag(flag, sub, with_keys=args.command in (*RUN_COMMANDS, "config", "export"))
+        value = f" {unknown[unknown.index(flag) + 1]}" if match and "=" not in flag and unknown.index(flag) + 1 < len(unknown) else ""
+        hint = f" Did you mean {match}{value}?" if match else ""
+        message = f"{name}: unrecognized option {flag.split('=', 1)[0]!r}.{hint} `{name} --help` lists the options" + (
+            " and the stack keys." if args.command in RUN_COMMANDS else "."
+        )
+    print(f"error: {message}", file=sys.stderr)
+    print(sub.format_usage().rstrip(), file=sys.stderr)
+    return 2
+
+
+def _short_warnings() -> None:
+    """ember's own warnings (plugins that failed, unknown plugin names) as one
+    ``warning: ...`` line each, without the source line Python adds."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def formatwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        if category.__module__.startswith("ember."):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from ember.cli_errors import traceback_requested
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
+    end = argv.index("--") if "--" in argv else len(argv)
+    flag = "--traceback" in argv[:end]
+    if flag:
+        argv = [a for i, a in enumerate(argv) if not (a == "--traceback" and i < end)]
+    show_traceback = traceback_requested(flag)
+    _short_warnings()
+    parser = _parser(keys_help=any(a in ("-h", "--help") for a in argv))
     rest, overrides = split_overrides(argv)
     try:
-        args = parser.parse_args(rest)
+        args, unknown = parser.parse_known_args(rest)
     except SystemExit as exc:  # --help, --version, usage errors
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    if unknown:
+        return _unknown_flags(parser, args, unknown)
+    from ember.cli_errors import warn_shadowing
+
+    warn_shadowing(Path.cwd())
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    try:
+        return _dispatch(args, overrides, show_traceback)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from ember.cli_errors import is_user_error, one_line, user_error
+
+        if not is_user_error(exc):
+            raise
+        return user_error(one_line(exc), exc, show_traceback)
+
+
+def _dispatch(args: argparse.Namespace, overrides: list[str], show_traceback: bool) -> int:
     if args.command == "plot":
         from ember import plot
 
@@ -163,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ember import export_cli
 
         return export_cli.run(args, overrides)
-    if overrides and args.command in ("plugins", "checkpoint"):
+    if overrides and args.command in ("plugins", "checkpoint", "new"):
         print(f"error: `ember {args.command}` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
         return 2
     if args.command == "checkpoint" and getattr(args, "checkpoint_command", None) == "consolidate":
@@ -175,122 +263,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return checkpoint_cli.run(args)
     if args.command == "new":
-        if overrides:
-            print(f"error: `ember new` takes no stack overrides (got {' '.join(overrides)}).", file=sys.stderr)
-            return 2
         return _new(args)
-    from ember.stack import StackError
+    if args.command in RUN_COMMANDS:
+        from ember import cli_run
 
-    try:
-        if args.command in RUN_COMMANDS:
-            return _run(args, overrides)
-        if args.command == "config":
-            return _config(args, overrides)
-        return _plugins(args)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return cli_run.run(args, overrides, show_traceback)
+    if args.command == "config":
+        return _config(args, overrides)
+    from ember import cli_plugins
 
-
-# --------------------------------------------------------------------------- fit / validate / test / predict
-
-
-def _run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from ember.plugin_manager import RequiredPluginsError
-    from ember.stack import StackError, build, check_stack, default_registry, load_stack
-
-    environ = dict(os.environ)
-    stack = load_stack(args.config, Path.cwd(), overrides, environ, check=False, require_model=True)
-    try:
-        stack.check_required_plugins()
-    except RequiredPluginsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    needs_registry = any(c.name is not None for c in [*stack.callbacks, *stack.loggers])
-    registry = default_registry(stack, environ) if needs_registry else None
-    check_stack(stack, registry=registry, environ=environ)
-
-    import ember
-    from ember.roles import UnknownNameError
-
-    if stack.seed_everything is not None:
-        ember.seed_everything(stack.seed_everything)
-    try:
-        module, datamodule, trainer_kwargs = build(stack, registry, environ)
-    except StackError:
-        raise
-    except Exception:  # the user's __init__ raised: show where
-        traceback.print_exc()
-        print("error: creating the stack's model, data module, callbacks or loggers failed (traceback above).", file=sys.stderr)
-        return 1
-    try:
-        trainer = ember.Trainer(**trainer_kwargs)
-    except (UnknownNameError, ValueError) as exc:
-        where = f" ({stack.source})" if stack.source else ""
-        print(f"error: the stack's trainer settings{where} were rejected: {exc}", file=sys.stderr)
-        return 2
-
-    command = args.command
-    try:
-        if command == "fit":
-            trainer.fit(module, datamodule=datamodule, ckpt_path=args.ckpt_path)
-        elif command == "validate":
-            trainer.validate(module, datamodule=datamodule, ckpt_path=args.ckpt_path, verbose=False)  # the table below shows the metrics
-        elif command == "test":
-            trainer.test(module, datamodule=datamodule, ckpt_path=args.ckpt_path, verbose=False)  # the table below shows the metrics
-        else:
-            predictions = trainer.predict(module, datamodule=datamodule, ckpt_path=args.ckpt_path)
-            if args.output:
-                import torch
-
-                out = Path(args.output)
-                if out.parent and not out.parent.exists():
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(predictions, out)
-                count = len(predictions) if isinstance(predictions, list) else 1
-                print(f"saved {count} prediction batch{'es' if count != 1 else ''} to {out}")
-    except KeyboardInterrupt:
-        raise
-    except Exception:
-        traceback.print_exc()
-        print(f"error: `ember {command}` failed (traceback above).", file=sys.stderr)
-        return 1
-    _print_metrics(getattr(trainer, "callback_metrics", {}) or {})
-    return 0
-
-
-def _to_float(value: Any) -> float | None:
-    try:
-        if hasattr(value, "numel"):
-            if value.numel() != 1:
-                return None
-            return float(value.detach().cpu().item())
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def metrics_table(metrics: dict[str, Any]) -> str:
-    rows = [(str(k), _to_float(v)) for k, v in sorted(metrics.items())]
-    rows = [(k, v) for k, v in rows if v is not None]
-    if not rows:
-        return ""
-    width = max(len("metric"), *(len(k) for k, _ in rows))
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 12}"]
-    lines += [f"{k:<{width}}  {v:.6g}" for k, v in rows]
-    return "\n".join(lines)
-
-
-def _print_metrics(metrics: dict[str, Any]) -> None:
-    table = metrics_table(metrics)
-    if table:
-        print(table)
+    return cli_plugins.run(args)
 
 
 # --------------------------------------------------------------------------- config
@@ -304,7 +286,7 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> int:
     rows = stack.resolved()
     if args.json:
         payload = {
-            "source": str(stack.source) if stack.source else None,
+            "source": str(stack.source.resolve()) if stack.source else None,
             "stack": stack.to_dict(),
             "values": [{"key": k, "value": v, "origin": o} for k, v, o in rows],
             "provenance": {k: o for k, _, o in rows},
@@ -312,9 +294,18 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> int:
         print(json.dumps(payload, indent=2, default=repr))
         return 0
     if stack.source is not None:
-        print(f"# stack: {stack.source}")
+        print(f"# stack: {stack.source.resolve()}")
+        if not args.config:
+            print(f"# found from {Path.cwd()} (discovery stops at .git, your home directory and directories owned by other users)")
     else:
-        print("# no stack file found (ember.toml, or pyproject.toml with [tool.ember]); defaults and overrides only")
+        from ember.stack.files import search_dirs
+
+        dirs, why = search_dirs(Path.cwd())
+        print(
+            f"# no stack file found (ember.toml, or pyproject.toml with [tool.ember]) in {dirs[0]}"
+            + (f" or its {len(dirs) - 1} parent(s)" if len(dirs) > 1 else "")
+            + f"; {why}. Defaults and overrides only."
+        )
     texts = [f"{k} = {format_value(v)}" for k, v, _ in rows]
     width = min(max((len(t) for t in texts), default=0), 60)
     for text, (_, _, origin) in zip(texts, rows, strict=True):
@@ -323,180 +314,6 @@ def _config(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------- plugins
-
-
-def collect_plugins(config: str | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Everything ``ember plugins`` reports, as plain data. Never raises for a
-    broken plugin: failures are part of the report."""
-    from importlib import metadata
-
-    from ember.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, AutoloadSettings, PluginManager, PluginSource
-    from ember.stack import StackError, load_stack
-
-    environ = dict(os.environ if environ is None else environ)
-    notes: list[str] = []
-    settings = AutoloadSettings.from_env(environ)
-    try:
-        stack = load_stack(config, Path.cwd(), (), environ, check=False)
-        settings = stack.autoload_settings(environ)
-    except StackError as exc:
-        notes.append(f"the stack's [plugins] section was not applied: {exc}")
-
-    pm = PluginManager()
-    pm.load_builtins(settings.disable, strict=False)
-    try:
-        pm.load_entrypoints(settings)
-    except Exception as exc:  # pragma: no cover - load_entrypoints records failures itself
-        notes.append(f"loading entry-point plugins failed: {type(exc).__name__}: {exc}")
-    roles: dict[str, list[dict[str, str]]] = {}
-    try:
-        registry = pm.build_registry()
-        for entry in registry.entries():
-            roles.setdefault(entry.plugin, []).append({"kind": entry.kind, "name": entry.name})
-    except Exception as exc:
-        notes.append(f"building the role registry failed: {type(exc).__name__}: {exc}")
-
-    plugins: list[dict[str, Any]] = []
-    for name, plugin in pm.list_name_plugin():
-        if plugin is None:
-            continue
-        source = pm.sources.get(name) or PluginSource("explicit", "", "")
-        try:
-            hooks = pm.hooks_of(name)
-        except Exception:  # pragma: no cover
-            hooks = []
-        plugins.append(
-            {
-                "name": name,
-                "kind": source.kind,
-                "distribution": source.distribution,
-                "version": source.version,
-                "target": source.target,
-                "status": "loaded",
-                "hooks": hooks,
-                "roles": roles.get(name, []),
-            }
-        )
-    failures = [
-        {"name": f.name, "distribution": f.distribution, "version": f.version, "target": f.target, "error": f.error, "fix": f.fix}
-        for f in pm.failures
-    ]
-    failed_names = {f.name for f in pm.failures}
-    for f in failures:
-        if f["name"] in {p["name"] for p in plugins}:
-            for p in plugins:  # registered, then its register_roles raised
-                if p["name"] == f["name"]:
-                    p["status"], p["error"] = "failed", f["error"]
-            continue
-        kind = "builtin" if f["name"] in BUILTIN_PLUGINS else "entrypoint"
-        plugins.append({**f, "kind": kind, "status": "failed", "hooks": [], "roles": []})
-    loaded = {p["name"] for p in plugins}
-    for name in pm.disabled:
-        if name in loaded:
-            continue
-        kind = "builtin" if name in BUILTIN_PLUGINS else "entrypoint"
-        plugins.append(
-            {
-                "name": name,
-                "kind": kind,
-                "distribution": "ember" if kind == "builtin" else "",
-                "version": __version__ if kind == "builtin" else "",
-                "target": name,
-                "status": "disabled",
-                "hooks": [],
-                "roles": [],
-            }
-        )
-        loaded.add(name)
-    allow = set(settings.allow)
-    try:
-        eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
-    except Exception:  # pragma: no cover
-        eps = []
-    for ep in eps:
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "?"
-        version = dist.version if dist is not None else "?"
-        for p in plugins:  # fill in the distribution of disabled entry points
-            if p["name"] == ep.name and p["status"] == "disabled" and not p["distribution"]:
-                p["distribution"], p["version"], p["target"] = dist_name, version, ep.value
-        if ep.name in loaded or ep.name in failed_names:
-            continue
-        names = {ep.name, dist_name}
-        why = (
-            "not in the allow-list (EMBER_PLUGINS / plugins.enable)"
-            if allow and not names & allow
-            else "autoload is off (EMBER_DISABLE_PLUGIN_AUTOLOAD / plugins.autoload)"
-        )
-        plugins.append(
-            {
-                "name": ep.name,
-                "kind": "entrypoint",
-                "distribution": dist_name,
-                "version": version,
-                "target": ep.value,
-                "status": "not loaded",
-                "reason": why,
-                "hooks": [],
-                "roles": [],
-            }
-        )
-        loaded.add(ep.name)
-    return {
-        "ember_version": __version__,
-        "settings": {"autoload": settings.autoload, "allow": list(settings.allow), "disable": list(settings.disable)},
-        "plugins": plugins,
-        "failures": failures,
-        "notes": notes,
-    }
-
-
-def _plugins(args: argparse.Namespace) -> int:
-    report = collect_plugins(args.config)
-    if args.json:
-        print(json.dumps(report, indent=2, default=repr))
-        return 0
-    s = report["settings"]
-    print(
-        f"ember {report['ember_version']}  autoload: {'on' if s['autoload'] else 'off'}  "
-        f"allow-list: {', '.join(s['allow']) or '-'}  disabled: {', '.join(s['disable']) or '-'}"
-    )
-    plugins = report["plugins"]
-    headers = ("NAME", "KIND", "DISTRIBUTION", "VERSION", "STATUS")
-    table = [(p["name"], p["kind"], p["distribution"] or "-", p["version"] or "-", p["status"]) for p in plugins]
-    widths = [max(len(h), *(len(r[i]) for r in table)) if table else len(h) for i, h in enumerate(headers)]
-    print()
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for p, row in zip(plugins, table, strict=True):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if p["hooks"]:
-            print(f"    hooks: {', '.join(p['hooks'])}")
-        if p["roles"]:
-            print(f"    roles: {', '.join(r['kind'] + ' ' + r['name'] for r in p['roles'])}")
-        if p.get("error"):
-            print(f"    error: {p['error']}")
-        if p.get("reason"):
-            print(f"    reason: {p['reason']}")
-    counts: dict[str, int] = {}
-    for p in plugins:
-        counts[p["status"]] = counts.get(p["status"], 0) + 1
-    print()
-    print(", ".join(f"{n} {status}" for status, n in counts.items()))
-    for f in report["failures"]:
-        if f["distribution"] == "ember":
-            advice = (
-                f"This is a bug in ember or a broken install; set EMBER_DISABLE_PLUGINS={f['name'].rsplit('.', 1)[-1]} to run without it."
-            )
-        else:
-            fix = f.get("fix") or f"fix or uninstall it (pip uninstall {f['distribution']})"
-            advice = f"{fix[:1].upper()}{fix[1:].rstrip('.')}, or set EMBER_DISABLE_PLUGINS={f['name']}."
-        print(
-            f"failed: {f['name']} from {f['distribution']} {f['version']} ({f['target']}): {f['error'].rstrip('.')}. {advice}",
-            file=sys.stderr,
-        )
-    for note in report["notes"]:
-        print(f"note: {note}", file=sys.stderr)
-    return 0
 
 
 # --------------------------------------------------------------------------- new

@@ -13,7 +13,8 @@ Environment variables:
     stack's ``plugins.enable``).
 ``EMBER_PLUGINS=a,b``
     Allow-list: load only these entry-point plugins (entry-point or
-    distribution names).
+    distribution names, or ``dist:entry`` to pick one distribution when two
+    publish the same entry-point name).
 ``EMBER_DISABLE_PLUGINS=a,b``
     Never load or register these plugins (built-in names work too).
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import shlex
 import traceback
 import warnings
 from collections.abc import Callable, Iterable
@@ -135,21 +135,31 @@ class AutoloadSettings:
     autoload: bool = True
     allow: list[str] = field(default_factory=list)
     disable: list[str] = field(default_factory=list)
+    #: ``"allow:NAME"`` / ``"disable:NAME"`` -> where the name was set, for messages
+    origins: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> AutoloadSettings:
         env = os.environ if environ is None else environ
-        return cls(
-            autoload=not _truthy(env.get("EMBER_DISABLE_PLUGIN_AUTOLOAD")),
-            allow=_csv(env.get("EMBER_PLUGINS")),
-            disable=_csv(env.get("EMBER_DISABLE_PLUGINS")),
-        )
+        allow, disable = _csv(env.get("EMBER_PLUGINS")), _csv(env.get("EMBER_DISABLE_PLUGINS"))
+        origins = {**{f"allow:{n}": "EMBER_PLUGINS" for n in allow}, **{f"disable:{n}": "EMBER_DISABLE_PLUGINS" for n in disable}}
+        return cls(autoload=not _truthy(env.get("EMBER_DISABLE_PLUGIN_AUTOLOAD")), allow=allow, disable=disable, origins=origins)
 
-    def merged(self, *, enable: Iterable[str] = (), disable: Iterable[str] = (), autoload: bool | None = None) -> AutoloadSettings:
+    def merged(
+        self,
+        *,
+        enable: Iterable[str] = (),
+        disable: Iterable[str] = (),
+        autoload: bool | None = None,
+        where: tuple[str, str] = ("Trainer(plugins=...)", "Trainer(disable_plugins=...)"),
+    ) -> AutoloadSettings:
+        enable, disable = list(enable), list(disable)
+        origins = {**{f"allow:{n}": where[0] for n in enable}, **{f"disable:{n}": where[1] for n in disable}, **self.origins}
         return AutoloadSettings(
             autoload=self.autoload if autoload is None else (autoload and self.autoload),
             allow=[*self.allow, *enable],
             disable=[*self.disable, *disable],
+            origins=origins,
         )
 
 
@@ -228,7 +238,12 @@ class PluginManager(pluggy.PluginManager):
 
     # -- registration ----------------------------------------------------
     def register(self, plugin: Any, name: str | None = None, source: PluginSource | None = None) -> str | None:  # type: ignore[override]
-        registered = super().register(plugin, name)
+        try:
+            registered = super().register(plugin, name)
+        except pluggy.PluginValidationError as exc:
+            from ember.plugin_names import argument_mismatch
+
+            raise PluginValidationError(argument_mismatch(exc, name or self.get_canonical_name(plugin), source)) from None
         if registered is None:
             return None
         try:
@@ -289,38 +304,58 @@ class PluginManager(pluggy.PluginManager):
                 )
 
     def load_entrypoints(self, settings: AutoloadSettings | None = None) -> None:
+        """Load the ``ember.plugins`` entry points that ``settings`` allow. A
+        name in the allow- or deny-list that matches no installed plugin is
+        warned about, with the closest name. An entry-point name published by
+        two distributions loads neither (a recorded failure naming both),
+        unless the allow-list picks one with ``dist:entry``."""
+        from ember.plugin_names import collision, selects, warn_unknown
+
         settings = settings or AutoloadSettings.from_env()
-        allow = set(settings.allow)
-        deny = set(settings.disable)
-        for ep, dist_name, version in _entry_points():
-            names = {ep.name, dist_name}
-            if names & deny:
+        found = _entry_points()
+        warn_unknown(settings, found)
+        candidates = []
+        for ep, dist_name, version in found:
+            if settings.disable and selects(settings.disable, ep, dist_name):
                 self.disabled.append(ep.name)
                 continue
-            if allow and not names & allow:
+            if settings.allow and not selects(settings.allow, ep, dist_name):
                 continue
-            if not settings.autoload and not names & allow:
+            if not settings.autoload and not selects(settings.allow, ep, dist_name):
+                continue
+            candidates.append((ep, dist_name, version))
+        reported: set[str] = set()
+        qualified = [a for a in settings.allow if ":" in a]
+        for ep, dist_name, version in candidates:
+            rivals = [(e, d, v) for e, d, v in candidates if e.name == ep.name and d != dist_name]
+            if rivals and not (selects(qualified, ep, dist_name) and not any(selects(qualified, e, d) for e, d, _ in rivals)):
+                if ep.name not in reported and not any(selects(qualified, e, d) for e, d, _ in rivals):
+                    reported.add(ep.name)
+                    self.failures.append(collision(ep, dist_name, version, rivals))
                 continue
             if self.has_plugin(ep.name):
                 continue
-            refusal = incompatibility(ep, dist_name, version)
-            if refusal is not None:
-                self.failures.append(refusal)
-                continue
-            try:
-                plugin = ep.load()
-                self.register(plugin, ep.name, PluginSource("entrypoint", dist_name, version, ep.value))
-            except Exception as exc:  # a broken third-party plugin must not take ember down
-                self.failures.append(
-                    PluginFailure(
-                        name=ep.name,
-                        distribution=dist_name,
-                        version=version,
-                        target=ep.value,
-                        error=f"{type(exc).__name__}: {exc}",
-                        traceback=traceback.format_exc(),
-                    )
+            self._load_entrypoint(ep, dist_name, version)
+
+    def _load_entrypoint(self, ep: Any, dist_name: str, version: str) -> None:
+        refusal = incompatibility(ep, dist_name, version)
+        if refusal is not None:
+            self.failures.append(refusal)
+            return
+        try:
+            plugin = ep.load()
+            self.register(plugin, ep.name, PluginSource("entrypoint", dist_name, version, ep.value))
+        except Exception as exc:  # a broken third-party plugin must not take ember down
+            self.failures.append(
+                PluginFailure(
+                    name=ep.name,
+                    distribution=dist_name,
+                    version=version,
+                    target=ep.value,
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
                 )
+            )
 
     def warn_failures(self) -> None:
         for failure in self.failures:
@@ -447,48 +482,7 @@ def _within(specifier: Any, version: str) -> bool:
 
 # --------------------------------------------------------------------------- required plugins
 
-
-class RequiredPluginsError(Exception):
-    """Plugins a stack requires (``required_plugins``) are missing or of the wrong version."""
-
-
-def check_required(requirements: Iterable[str], *, where: str | None = None) -> None:
-    """Check that every requirement (``"ember-foo>=1.2"``, ``"ember-bar"``) is
-    installed in a matching version. Raises one :class:`RequiredPluginsError`
-    listing every problem and the ``pip install`` command that fixes them;
-    returns ``None`` when all are satisfied. Markers are honoured: a
-    requirement whose marker does not hold here is skipped. ``where`` names
-    the setting in the message (``"ember.toml: required_plugins"``)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    problems: list[str] = []
-    to_install: list[str] = []
-    for text in requirements:
-        try:
-            req = Requirement(text)
-        except InvalidRequirement as exc:
-            problems.append(f"{text!r} is not a valid requirement ({str(exc).splitlines()[0]}); write it like 'ember-foo>=1.2'")
-            continue
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        wanted = req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else "") + str(req.specifier)
-        try:
-            installed = importlib_metadata.version(req.name)
-        except importlib_metadata.PackageNotFoundError:
-            problems.append(f"{text}: not installed")
-            to_install.append(wanted)
-            continue
-        if req.specifier and not req.specifier.contains(installed, prereleases=True):
-            problems.append(f"{text}: version {installed} is installed")
-            to_install.append(wanted)
-    if not problems:
-        return
-    lines = [f"{where or 'required_plugins'}: {len(problems)} required plugin{'s are' if len(problems) > 1 else ' is'} not satisfied:"]
-    lines += [f"  - {p}" for p in problems]
-    if to_install:
-        lines.append("Install them with:")
-        lines.append("  pip install " + " ".join(shlex.quote(r) for r in to_install))
-    raise RequiredPluginsError("\n".join(lines))
+from ember.plugin_required import RequiredPluginsError, check_required  # noqa: E402,F401  (re-exported)
 
 
 def _entry_points() -> list[tuple[Any, str, str]]:

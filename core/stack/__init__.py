@@ -5,8 +5,9 @@ plugins, written down in ``ember.toml`` or the ``[tool.ember]`` table of its
 Where the stack comes from
     ``--config PATH`` when given (a ``pyproject.toml`` is read from its
     ``[tool.ember]`` table, any other file from its top level); otherwise the
-    current directory and then its parents, up to the filesystem root or the
-    first directory holding ``.git``: in each, ``ember.toml`` first, then a
+    current directory and then its parents, up to the first directory holding
+    ``.git``, the user's home directory, or the filesystem root, and never into
+    a directory owned by another user (as git's ``safe.directory``): in each, ``ember.toml`` first, then a
     ``pyproject.toml`` that has a ``[tool.ember]`` table.
 
 Overrides, lowest to highest precedence

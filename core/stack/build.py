@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 import sys
 import traceback
 from collections.abc import Mapping
@@ -26,9 +27,35 @@ def ensure_on_path(directory: Path | None) -> None:
         importlib.invalidate_caches()
 
 
-def import_class_path(class_path: str, where: str = "class_path") -> Any:
+def module_suggestion(missing: str, root: Path | None) -> str:
+    """`` Did you mean 'x'?`` for the importable module closest to the dotted
+    name ``missing``: among the modules next to the stack file (``root``) and
+    the installed top-level ones, or among the submodules of its package."""
+    import pkgutil
+
+    parent, _, last = missing.rpartition(".")
+    if parent:
+        try:
+            package = importlib.import_module(parent)
+            names = [m.name for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
+        except Exception:
+            return ""
+        match = closest(last, names)
+        return f" Did you mean {parent + '.' + match!r}?" if match else ""
+    if root is not None:
+        local = [m.name for m in pkgutil.iter_modules([str(root)])]
+        match = closest(last, local)
+        if match:
+            return f" Did you mean {match!r} (next to the stack file, in {root})?"
+    match = closest(last, [m.name for m in pkgutil.iter_modules() if not m.name.startswith("_")])
+    return f" Did you mean {match!r}?" if match else ""
+
+
+def import_class_path(class_path: str, where: str = "class_path", root: Path | None = None) -> Any:
     """Import ``module.path:Name`` (or ``module.path.Name``, or nested
-    ``module:Outer.Inner``); errors are :class:`StackError` naming ``where``."""
+    ``module:Outer.Inner``); errors are :class:`StackError` naming ``where``.
+    A module that is not found gets the closest importable name (next to the
+    stack file, ``root``, first)."""
     if ":" in class_path:
         modname, _, attr = class_path.partition(":")
     elif "." in class_path:
@@ -41,8 +68,9 @@ def import_class_path(class_path: str, where: str = "class_path") -> Any:
         module = importlib.import_module(modname)
     except ModuleNotFoundError as exc:
         if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
+            hint = module_suggestion(exc.name, root)
             raise StackError(
-                f"{where}: cannot import {class_path!r}: no module named {exc.name!r}. Modules are looked up next to the "
+                f"{where}: cannot import {class_path!r}: no module named {exc.name!r}.{hint} Modules are looked up next to the "
                 "stack file and on the Python path; check the spelling, or install the package that provides it."
             ) from None
         raise StackError(f"{where}: cannot import {class_path!r}: importing {modname!r} failed: ModuleNotFoundError: {exc}.") from None
@@ -79,11 +107,49 @@ def where_is(stack: Stack, key: str) -> str:
 
 
 def instantiate(stack: Stack, comp: Component, factory: Any, what: str) -> Any:
+    """``factory(**comp.init_args)``. An error that ember's own code raised (a
+    built-in callback rejecting a value, init_args that do not match the
+    signature) becomes a :class:`StackError` naming the stack file and the
+    ``init_args`` key it mentions; an error raised in the user's own
+    ``__init__`` propagates with its traceback."""
+    from ember.errors import raised_by_ember
+
     try:
         return factory(**comp.init_args)
-    except TypeError as exc:
-        # most often init_args that do not match the signature
-        raise StackError(f"{where_is(stack, comp.key + '.init_args')}: creating {what} failed: TypeError: {exc}.") from exc
+    except Exception as exc:
+        signature_mismatch = isinstance(exc, TypeError) and exc.__traceback__ is not None and exc.__traceback__.tb_next is None
+        if not (signature_mismatch or raised_by_ember(exc)):
+            raise
+        text = str(exc).rstrip(".")
+        named = [k for k in comp.init_args if re.search(rf"\b{re.escape(str(k))}\b", text)]
+        key = f"{comp.key}.init_args" + (f".{named[0]}" if named else "")
+        raise StackError(f"{where_is(stack, key)}: {what} rejected it: {text}.") from exc
+
+
+#: the class each section's class_path must name: module and class
+KINDS: dict[str, tuple[str, str]] = {
+    "model": ("ember.module", "Module"),
+    "data": ("ember.datamodule", "DataModule"),
+    "callbacks": ("ember.callback", "Callback"),
+    "loggers": ("ember.callback", "Logger"),
+}
+
+
+def check_kind(obj: Any, section: str, where: str) -> Any:
+    """Raise :class:`StackError` unless ``obj`` (what a ``class_path`` named) is
+    a class of the kind ``section`` needs (a ``Module`` for ``model``, ...):
+    checked before anything is called, so a class_path can never run an
+    arbitrary function such as ``os:system``."""
+    modname, clsname = KINDS[section]
+    base = getattr(importlib.import_module(modname), clsname)
+    if isinstance(obj, type) and issubclass(obj, base):
+        return obj
+    if isinstance(obj, type):
+        what = f"the class {obj.__module__}.{obj.__qualname__}, which is not a subclass of ember.{clsname}"
+    else:
+        kind = "function" if callable(obj) else "value"
+        what = f"a {kind} ({getattr(obj, '__module__', None) or type(obj).__module__}.{getattr(obj, '__qualname__', type(obj).__qualname__)}), not a class"
+    raise StackError(f"{where}: names {what}; ember did not call it. Name a subclass of ember.{clsname} (module.path:ClassName).")
 
 
 def build(stack: Stack, registry: Any = None, environ: Mapping[str, str] | None = None) -> tuple[Any, Any, dict[str, Any]]:
@@ -93,10 +159,12 @@ def build(stack: Stack, registry: Any = None, environ: Mapping[str, str] | None 
     ensure_on_path(stack.import_root)
     module = datamodule = None
     if stack.model is not None:
-        cls = import_class_path(stack.model.class_path or "", f"{where_is(stack, 'model.class_path')} = {stack.model.class_path!r}")
+        where = f"{where_is(stack, 'model.class_path')} = {stack.model.class_path!r}"
+        cls = check_kind(import_class_path(stack.model.class_path or "", where, stack.import_root), "model", where)
         module = instantiate(stack, stack.model, cls, stack.model.class_path or "")
     if stack.data is not None:
-        cls = import_class_path(stack.data.class_path or "", f"{where_is(stack, 'data.class_path')} = {stack.data.class_path!r}")
+        where = f"{where_is(stack, 'data.class_path')} = {stack.data.class_path!r}"
+        cls = check_kind(import_class_path(stack.data.class_path or "", where, stack.import_root), "data", where)
         datamodule = instantiate(stack, stack.data, cls, stack.data.class_path or "")
     kwargs: dict[str, Any] = copy.deepcopy(stack.trainer)
     if (stack.callbacks or stack.loggers) and registry is None and any(c.name is not None for c in [*stack.callbacks, *stack.loggers]):
@@ -114,7 +182,8 @@ def build(stack: Stack, registry: Any = None, environ: Mapping[str, str] | None 
                     raise StackError(f"{where_is(stack, comp.key + '.name')}: {exc}") from None
                 made[section].append(instantiate(stack, comp, factory, f"{kind} {comp.name!r}"))
             else:
-                cls = import_class_path(comp.class_path or "", f"{where_is(stack, comp.key + '.class_path')} = {comp.class_path!r}")
+                where = f"{where_is(stack, comp.key + '.class_path')} = {comp.class_path!r}"
+                cls = check_kind(import_class_path(comp.class_path or "", where, stack.import_root), section, where)
                 made[section].append(instantiate(stack, comp, cls, comp.class_path or ""))
     if made["callbacks"]:
         kwargs["callbacks"] = made["callbacks"]

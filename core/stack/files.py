@@ -1,6 +1,7 @@
 """Finding the stack file (``--config``, else ``ember.toml`` or a
 ``pyproject.toml`` with ``[tool.ember]`` in the working directory and its
-parents, up to the repository root) and reading it."""
+parents, up to the repository root, the home directory or a directory owned
+by someone else) and reading it."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def find_stack_file(config: str | os.PathLike[str] | None, cwd: str | os.PathLik
                 )
             return path, ember_table(tool["ember"], path, cwd)
         return path, data
-    for directory in (cwd, *cwd.parents):
+    for directory in search_dirs(cwd)[0]:
         candidate = directory / "ember.toml"
         if candidate.is_file():
             return candidate, read_toml(candidate, file_label(candidate, cwd))
@@ -59,9 +60,39 @@ def find_stack_file(config: str | os.PathLike[str] | None, cwd: str | os.PathLik
             tool = data.get("tool")
             if isinstance(tool, dict) and "ember" in tool:
                 return candidate, ember_table(tool["ember"], candidate, cwd)
-        if (directory / ".git").exists():
-            break
     return None, None
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
+
+
+def search_dirs(cwd: str | os.PathLike[str]) -> tuple[list[Path], str]:
+    """The directories stack discovery reads, nearest first, and why it stops
+    there: at the first one holding ``.git`` (the repository root), at the
+    user's home directory, or below a directory owned by another user (as
+    git's ``safe.directory`` does), so that nobody else's file is ever read
+    as your stack; else at the filesystem root. The working directory itself
+    is always read."""
+    cwd = Path(cwd)
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    try:
+        home: Path | None = Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):
+        home = None
+    dirs: list[Path] = []
+    for directory in (cwd, *cwd.parents):
+        if dirs and uid is not None and _owner(directory) not in (uid, None):
+            return dirs, f"stopped below {directory}, which is owned by another user"
+        dirs.append(directory)
+        if (directory / ".git").exists():
+            return dirs, f"stopped at {directory}, the repository root (.git)"
+        if home is not None and directory.resolve() == home:
+            return dirs, f"stopped at {directory}, your home directory"
+    return dirs, "reached the filesystem root"
 
 
 def ember_table(value: Any, path: Path, cwd: Path) -> dict[str, Any]:

@@ -100,7 +100,10 @@ class Stack:
         from ember.plugin_manager import AutoloadSettings
 
         base = AutoloadSettings.from_env(dict(os.environ if environ is None else environ))
-        return base.merged(enable=self.plugins.enable, disable=self.plugins.disable, autoload=self.plugins.autoload)
+        where = ("plugins.enable", "plugins.disable")
+        if self._raw is not None:
+            where = (self._raw.describe(("plugins", "enable")), self._raw.describe(("plugins", "disable")))
+        return base.merged(enable=self.plugins.enable, disable=self.plugins.disable, autoload=self.plugins.autoload, where=where)
 
     def check_required_plugins(self) -> None:
         """Raise :class:`~ember.plugin_manager.RequiredPluginsError` unless every

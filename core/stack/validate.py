@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from ember.stack.build import default_registry, ensure_on_path, import_class_path
+from ember.stack.build import check_kind, default_registry, ensure_on_path, import_class_path
 from ember.stack.keys import (
     CLASS_KEYS,
     LIST_SECTIONS,
@@ -245,7 +245,8 @@ def check_stack(stack: Stack, registry: Any = None, trainer_cls: Any = None, env
         if comp is None:
             continue
         path = parse_key(comp.key)
-        cls = import_class_path(comp.class_path or "", f"{checker.raw.describe((*path, 'class_path'))} = {comp.class_path!r}")
+        where = f"{checker.raw.describe((*path, 'class_path'))} = {comp.class_path!r}"
+        cls = check_kind(import_class_path(comp.class_path or "", where, stack.import_root), str(path[0]), where)
         checker.kwargs((*path, "init_args"), cls, comp.init_args, comp.class_path or "")
     if not (stack.callbacks or stack.loggers):
         return
@@ -265,5 +266,6 @@ def check_stack(stack: Stack, registry: Any = None, trainer_cls: Any = None, env
                 factory = registry.entry(kind, comp.name).factory
                 checker.kwargs((*path, "init_args"), factory, comp.init_args, f"{kind} {comp.name!r}")
             else:
-                cls = import_class_path(comp.class_path or "", f"{checker.raw.describe((*path, 'class_path'))} = {comp.class_path!r}")
+                where = f"{checker.raw.describe((*path, 'class_path'))} = {comp.class_path!r}"
+                cls = check_kind(import_class_path(comp.class_path or "", where, stack.import_root), section, where)
                 checker.kwargs((*path, "init_args"), cls, comp.init_args, comp.class_path or "")

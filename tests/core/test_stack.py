@@ -80,25 +80,35 @@ def project(tmp_path: Path) -> Any:
     (tmp_path / f"{modname}.py").write_text(
         textwrap.dedent(
             """
-            class Net:
+            import ember
+
+            class Net(ember.Module):
                 def __init__(self, lr: float = 0.1, hidden: int = 8, name: str = "net"):
+                    super().__init__()
                     self.lr, self.hidden, self.name = lr, hidden, name
 
-            class Data:
+            class Data(ember.DataModule):
                 def __init__(self, batch_size: int = 32):
+                    super().__init__()
                     self.batch_size = batch_size
 
-            class Needs:
+            class Needs(ember.Module):
                 def __init__(self, size: int):
+                    super().__init__()
                     self.size = size
 
-            class Anything:
+            class Anything(ember.Module):
                 def __init__(self, **kwargs):
+                    super().__init__()
                     self.kwargs = kwargs
 
-            class MyCallback:
+            class MyCallback(ember.Callback):
                 def __init__(self, every: int = 1):
                     self.every = every
+
+            class NotAModel:
+                def __init__(self, lr: float = 0.1):
+                    self.lr = lr
             """
         )
     )
@@ -601,7 +611,10 @@ def test_build_reports_bad_init_args_with_key(project: Any) -> None:
     project.write("[model]\nclass_path = 'MOD:Needs'\ninit_args = { size = 1 }\n")
     stack = project.load(check=False)
     stack.model.init_args = {"sise": 1}
-    with pytest.raises(StackError, match=r"ember.toml: model.init_args: creating MOD:Needs failed: TypeError".replace("MOD", project.mod)):
+    with pytest.raises(
+        StackError,
+        match=r"ember.toml: model.init_args.sise: MOD:Needs rejected it: .*unexpected keyword argument 'sise'".replace("MOD", project.mod),
+    ):
         build(stack)
 
 
