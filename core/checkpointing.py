@@ -11,10 +11,20 @@ weights_only=True)`` opens. Its top-level keys:
 ``optimizer_states``, ``lr_schedulers``, ``precision``  (absent with ``weights_only``)
 ``callbacks``          ``{state_key: state}`` of every callback with state
 ``datamodule``         the DataModule's ``state_dict()``
+
+Beside the checkpoints, ``ModelCheckpoint`` keeps a small record,
+``ember_checkpoints.json`` (:data:`RECORD_FILE`), of which file is the best
+(and its score) and which the last, so that ``ckpt_path="best"`` / ``"last"``
+resolve in a new process too (:func:`resolve_named_checkpoint`).
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -34,17 +44,41 @@ class CheckpointError(RuntimeError):
     """A checkpoint does not fit what it is being loaded into."""
 
 
-def load_checkpoint_file(path: str, map_location: Any = None) -> dict[str, Any]:
-    """Read a checkpoint with the built-in checkpoint IO (``weights_only=True``)."""
+class MissingCheckpointError(CheckpointError, ValueError):
+    """``ckpt_path="best"`` / ``"last"`` names no file: nothing is recorded where ember looked."""
+
+
+def load_checkpoint_file(path: str, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    """Read a checkpoint with the built-in checkpoint IO (``weights_only=True``);
+    ``weights_only=False`` unpickles anything (only for files you trust)."""
     from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
 
-    checkpoint = TorchCheckpointIO().load_checkpoint(path)
+    if weights_only is False:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        checkpoint = TorchCheckpointIO().load_checkpoint(path)
     check_compatible(checkpoint, path)
     if map_location is not None:
         checkpoint["state_dict"] = {
             k: v.to(map_location) if isinstance(v, torch.Tensor) else v for k, v in checkpoint["state_dict"].items()
         }
     return checkpoint
+
+
+def read_hparams_file(path: Any) -> dict[str, Any]:
+    """The hyperparameters in a YAML file (``{}`` for ``None``)."""
+    if path is None:
+        return {}
+    try:
+        import yaml
+    except ImportError as exc:
+        raise ImportError("hparams_file= needs PyYAML: pip install pyyaml") from exc
+
+    with open(path, encoding="utf-8") as f:
+        loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"hparams_file={str(path)!r} must hold a YAML mapping of hyperparameters, not {type(loaded).__name__}.")
+    return loaded
 
 
 def check_compatible(checkpoint: dict[str, Any], path: str) -> None:
@@ -166,3 +200,116 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
     for config, state in zip(trainer.lr_scheduler_configs, sched_states, strict=False):
         config.scheduler.load_state_dict(state)
     trainer.strategy.precision.load_state_dict(checkpoint.get("precision", {}))
+
+
+# --------------------------------------------------------------------------- records beside the checkpoints
+
+#: The record ``ModelCheckpoint`` keeps in its directory.
+RECORD_FILE = "ember_checkpoints.json"
+
+
+def write_record(directory: str, key: str, entry: dict[str, Any]) -> None:
+    """Update ``entry`` (file names relative to ``directory``) under ``key`` in
+    the directory's record, atomically (a temporary file renamed over it)."""
+    from ember.plugins.checkpoint_io.torch_io import temp_name
+
+    path = os.path.join(directory, RECORD_FILE)
+    record = read_record(directory) or {"format": 1, "callbacks": {}}
+    record["callbacks"][key] = {**entry, "updated": time.time()}
+    tmp = temp_name(directory)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_record(directory: str) -> dict[str, Any] | None:
+    """The directory's record, or ``None`` when there is none (or it is unreadable)."""
+    try:
+        with open(os.path.join(directory, RECORD_FILE), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("callbacks"), dict):
+        return None
+    return record
+
+
+def _recorded(directory: str, which: str) -> tuple[float, str] | None:
+    """``(when, path)`` of the newest ``which`` (``"best"``/``"last"``) file
+    the directory's record names that still exists. Only plain names inside
+    the directory count: a record cannot point anywhere else."""
+    record = read_record(directory)
+    if record is None:
+        return None
+    found = []
+    for entry in record["callbacks"].values():
+        name = entry.get(f"{which}_model_path") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            ranked = which != "best" or entry.get("monitor") is not None  # a monitored best beats "the latest"
+            found.append((ranked, float(entry.get("updated", 0)), path))
+    if not found:
+        return None
+    _, when, path = max(found)
+    return when, path
+
+
+def _candidate_dirs(trainer: Trainer) -> tuple[list[str], list[str]]:
+    """Checkpoint directories the trainer's configuration names, and those
+    found under ``default_root_dir`` (``checkpoints``, ``*/checkpoints``,
+    ``*/*/checkpoints``: a logger's version directories)."""
+    named = [os.fspath(d) for d in (getattr(cb, "dirpath", None) for cb in trainer.checkpoint_callbacks) if d]
+    root = trainer.default_root_dir
+    found = [os.path.join(root, "checkpoints")]
+    for pattern in ("*/checkpoints", "*/*/checkpoints"):
+        found += sorted(glob.glob(os.path.join(glob.escape(root), pattern)))
+    return named, [d for d in found if os.path.isdir(d)]
+
+
+def resolve_named_checkpoint(trainer: Trainer, which: str, stage: str) -> str | None:
+    """The file ``ckpt_path="best"`` or ``"last"`` names: the checkpoint
+    callbacks' own records when this trainer trained; else, on disk, in the
+    configured checkpoint directories (or, without one, those under
+    ``default_root_dir``): for ``"best"`` the newest record's best file, for
+    ``"last"`` the newest checkpoint file."""
+    attr = f"{which}_model_path"
+    for cb in trainer.checkpoint_callbacks:
+        path = getattr(cb, attr, "") or ""
+        if path and os.path.isfile(path):
+            return path
+    named, found = _candidate_dirs(trainer)
+    for dirs in (named, found) if named else (found,):
+        if which == "last":
+            hit = _newest_checkpoint(dirs)
+        else:
+            hit = max((h for d in dirs if (h := _recorded(d, which)) is not None), default=(0.0, None))[1]
+        if hit is not None:
+            return hit
+    root = trainer.default_root_dir
+    searched = ", ".join(named or [os.path.join(root, "checkpoints"), os.path.join(root, "*", "*", "checkpoints")])
+    if stage == "fit" and which == "last":
+        warnings.warn(f"ckpt_path='last': no checkpoint found in {searched}, so training starts from scratch.", stacklevel=5)
+        return None
+    what = "is recorded" if which == "best" else "was found"
+    raise MissingCheckpointError(
+        f"ckpt_path={which!r}: no {which} checkpoint {what} in {searched} (ModelCheckpoint records the best one in {RECORD_FILE} "
+        "while training). Point default_root_dir (or the ModelCheckpoint's dirpath) at the training run's directory, "
+        "or pass the checkpoint file's path."
+    )
+
+
+def _newest_checkpoint(dirs: list[str]) -> str | None:
+    found = []
+    for d in dirs:
+        for path in glob.glob(os.path.join(glob.escape(d), "*.ckpt")):  # hidden (temporary) files never match
+            if os.path.isfile(path):
+                found.append((os.path.getmtime(path), path))
+    return max(found)[1] if found else None

@@ -15,20 +15,43 @@ What it keeps: with ``monitor``, the ``save_top_k`` best checkpoints by
 ``save_top_k``. ``save_last=True`` also keeps ``last.ckpt`` up to date.
 
 It deletes only files it wrote itself during the current run, and only after
-the file replacing them was written.
+the file replacing them was written. It never replaces a file it did not
+write: a new name is claimed atomically (``os.link``), so two runs sharing
+one ``dirpath`` get ``...-v1.ckpt`` names instead of each other's files.
+Beside the checkpoints it keeps ``ember_checkpoints.json`` (which file is
+best, with its score, and which is last), which ``ckpt_path="best"`` reads
+in a new process.
+
+A resumed run writes where its own configuration says, never where the
+checkpoint says; restored records are matched by file name in that directory.
 """
 
 from __future__ import annotations
 
-import math
+import datetime
 import os
-import re
-import warnings
+import time
 from typing import TYPE_CHECKING, Any
 
 from ember.callback import Callback
+from ember.checkpointing import write_record
 from ember.plugin_manager import hookimpl
-from ember.roles import did_you_mean
+from ember.plugins.callbacks._checkpoint_files import (  # noqa: F401  (has_validation, missing_metric_error: public here)
+    MissingMetricError,
+    as_number,
+    check_arguments,
+    check_writable_dir,
+    checkpoint_state,
+    fill_template,
+    has_validation,
+    load_checkpoint_state,
+    match_records,
+    missing_metric_error,
+    record_entry,
+    rename_record,
+    score_tensor,
+)
+from ember.plugins.checkpoint_io.torch_io import claiming_names, remove_stale_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -37,50 +60,9 @@ if TYPE_CHECKING:
     from ember.trainer import Trainer
 
 
-class MissingMetricError(ValueError):
-    """A callback was told to monitor a metric that was never logged."""
-
-
-def missing_metric_error(owner: str, monitor: str, available: Any) -> MissingMetricError:
-    names = sorted(str(n) for n in available)
-    listed = ", ".join(repr(n) for n in names) if names else "none"
-    return MissingMetricError(
-        f"{owner} could not find the monitored metric {monitor!r} in trainer.callback_metrics. "
-        f"Available metrics: {listed}.{did_you_mean(monitor, names)} "
-        f"Log it from your module with self.log({monitor!r}, value), or change `monitor`."
-    )
-
-
-def has_validation(trainer: Any) -> bool:
-    """Whether this fit has validation batches to run at all."""
-    n = getattr(trainer, "num_val_batches", 0)
-    values = n if isinstance(n, (list, tuple)) else [n]
-    for v in values:
-        try:
-            if float(v or 0) > 0:
-                return True
-        except (TypeError, ValueError):
-            continue
-    return False
-
-
-def as_number(value: Any) -> int | float:
-    """A logged value (tensor or number) as a Python number."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    return float(value)
-
-
 def _state_stage(trainer: Any) -> tuple[Any, bool]:
     state = getattr(trainer, "state", None)
     return getattr(state, "fn", None), bool(getattr(trainer, "sanity_checking", False))
-
-
-_FIELD = re.compile(r"\{([^{}:!]+)(![rsa])?(:[^{}]*)?\}")
 
 
 class ModelCheckpoint(Callback):
@@ -101,6 +83,11 @@ class ModelCheckpoint(Callback):
         in the epoch, else at the end of the training epoch.
     :param verbose: print a line for every decision.
     :param auto_insert_metric_name: ``"{epoch}"`` becomes ``epoch=3`` in the name.
+    :param train_time_interval: save every time this much training time (a
+        ``datetime.timedelta``) has passed, checked after each step.
+    :param enable_version_counter: ``False`` overwrites a file of the same
+        name instead of writing ``...-v1.ckpt``.
+    :param save_on_exception: save ``<name>-exception.ckpt`` when fit fails.
     """
 
     fills = "model_checkpoint"
@@ -125,21 +112,11 @@ class ModelCheckpoint(Callback):
         save_on_train_epoch_end: bool | None = None,
         verbose: bool = False,
         auto_insert_metric_name: bool = True,
+        train_time_interval: datetime.timedelta | None = None,
+        enable_version_counter: bool = True,
+        save_on_exception: bool = False,
     ) -> None:
-        if mode not in ("min", "max"):
-            raise ValueError(f"ModelCheckpoint(mode={mode!r}) must be 'min' or 'max'.{did_you_mean(mode, ['min', 'max'])}")
-        if not isinstance(save_top_k, int) or save_top_k < -1:
-            raise ValueError(f"ModelCheckpoint(save_top_k={save_top_k!r}) must be an int of -1 (keep all) or more.")
-        for arg, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"ModelCheckpoint({arg}={value!r}) must be a non-negative int or None.")
-        if every_n_train_steps and every_n_epochs:
-            raise ValueError(
-                "ModelCheckpoint: every_n_train_steps and every_n_epochs are mutually exclusive; "
-                "use two ModelCheckpoint callbacks to save on both schedules."
-            )
-        if dirpath is not None and os.path.isfile(os.fspath(dirpath)):
-            raise ValueError(f"ModelCheckpoint(dirpath={os.fspath(dirpath)!r}) is a file; it must be a directory.")
+        check_arguments(mode, save_top_k, every_n_train_steps, every_n_epochs, dirpath)
         if filename is not None and filename.endswith(self.FILE_EXTENSION):
             filename = filename[: -len(self.FILE_EXTENSION)]
 
@@ -154,6 +131,12 @@ class ModelCheckpoint(Callback):
         self.verbose = verbose
         self.auto_insert_metric_name = auto_insert_metric_name
         self._save_on_train_epoch_end = save_on_train_epoch_end
+        if train_time_interval is not None and (every_n_train_steps or every_n_epochs):
+            raise ValueError("ModelCheckpoint: choose one of every_n_train_steps, every_n_epochs and train_time_interval.")
+        self._train_time_interval = train_time_interval.total_seconds() if train_time_interval is not None else None
+        self._last_time_saved = time.monotonic()
+        self.enable_version_counter = enable_version_counter
+        self.save_on_exception = save_on_exception
         if every_n_train_steps is None and every_n_epochs is None:
             self._every_n_train_steps, self._every_n_epochs = 0, 1
         else:
@@ -179,6 +162,7 @@ class ModelCheckpoint(Callback):
         self._warned_missing_fields: set[str] = set()
         self._dir_resolved = False  # setup() has fixed self.dirpath for the current run
         self._restored_dir: str | None = None  # dirpath from a checkpoint loaded before setup()
+        self._base_names: dict[str, str] = {}  # "x-v2.ckpt" -> "x.ckpt": versions count up from the template's name
 
     # ------------------------------------------------------------------ identity
     @property
@@ -199,18 +183,22 @@ class ModelCheckpoint(Callback):
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, module: Module, stage: str) -> None:
         if self._user_dirpath is not None:
-            dirpath = self._user_dirpath
+            dirpath, culprit = self._user_dirpath, f"ModelCheckpoint(dirpath=...) (now {self._user_dirpath!r})"
         else:
             base = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None) or os.getcwd()
-            dirpath = os.path.join(os.fspath(base), "checkpoints")
+            dirpath, culprit = os.path.join(os.fspath(base), "checkpoints"), "Trainer(default_root_dir=...) or ModelCheckpoint(dirpath=...)"
         strategy = getattr(trainer, "strategy", None)
         if strategy is not None and getattr(trainer, "world_size", 1) > 1:
             dirpath = strategy.broadcast(dirpath)
         self.dirpath = dirpath
         self._dir_resolved = True
+        if stage == "fit":
+            check_writable_dir(dirpath, culprit)  # now, not when the first save fails an epoch later
+            if getattr(trainer, "is_global_zero", True):
+                remove_stale_temp_files(dirpath)
         if self._restored_dir is not None:
             saved, self._restored_dir = self._restored_dir, None
-            self._reconcile_dirpath(saved)
+            match_records(self, saved or None)
         if stage == "fit":
             self._written = set()
             self._last_global_step_saved = -1
@@ -221,13 +209,30 @@ class ModelCheckpoint(Callback):
     def teardown(self, trainer: Trainer, module: Module, stage: str) -> None:
         self._dir_resolved = False
 
+    def on_exception(self, trainer: Trainer, module: Module, exception: BaseException) -> None:
+        """``save_on_exception=True``: save ``<name>-exception.ckpt`` when fit fails."""
+        if not self.save_on_exception or not self._dir_resolved or trainer.state.fn != "fit":
+            return
+        name = self.format_checkpoint_name(self._monitor_candidates(trainer))
+        path = name[: -len(self.FILE_EXTENSION)] + f"{self.CHECKPOINT_JOIN_CHAR}exception{self.FILE_EXTENSION}"
+        trainer.save_checkpoint(path, self.save_weights_only)
+
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         n = self._every_n_train_steps
-        if n < 1:
+        if self._train_time_interval is not None:
+            # Every process must agree, or some would save and some would not.
+            due = time.monotonic() - self._last_time_saved >= self._train_time_interval
+            if trainer.world_size > 1:
+                due = bool(trainer.strategy.broadcast(due, src=0))
+            if not due or trainer.global_step == 0 or self._should_skip(trainer):
+                return
+            self._last_time_saved = time.monotonic()
+        elif n < 1:
             return
-        step = trainer.global_step
-        if step == 0 or step % n != 0 or self._should_skip(trainer):
-            return
+        else:
+            step = trainer.global_step
+            if step == 0 or step % n != 0 or self._should_skip(trainer):
+                return
         candidates = self._monitor_candidates(trainer)
         self._save_topk(trainer, candidates, may_defer=True)
         self._save_last(trainer, candidates)
@@ -282,17 +287,6 @@ class ModelCheckpoint(Callback):
     def _better(self, a: float, b: float) -> bool:
         return a < b if self.mode == "min" else a > b
 
-    def _score(self, value: Any) -> torch.Tensor:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            t = value.detach().to(device="cpu", dtype=torch.float64).reshape(())
-        else:
-            t = torch.tensor(float(value), dtype=torch.float64)
-        if torch.isnan(t):  # NaN never ranks above a real value
-            t = torch.tensor(math.inf if self.mode == "min" else -math.inf, dtype=torch.float64)
-        return t
-
     def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:
         """Whether ``current`` earns a place in the top ``save_top_k``."""
         if current is None or self.save_top_k == 0:
@@ -315,7 +309,7 @@ class ModelCheckpoint(Callback):
             raise missing_metric_error(
                 f"ModelCheckpoint(monitor={self.monitor!r})", self.monitor, getattr(trainer, "callback_metrics", {}) or {}
             )
-        current = self._score(candidates[self.monitor])
+        current = score_tensor(candidates[self.monitor], self.mode)
         if self.check_monitor_top_k(trainer, current):
             self._update_best_and_save(trainer, current, candidates)
         elif self.verbose:
@@ -345,8 +339,8 @@ class ModelCheckpoint(Callback):
                 f"epoch {trainer.current_epoch}, step {trainer.global_step}: {self.monitor!r} reached "
                 f"{float(current):.5g} (best {float(self.best_model_score):.5g}), saving model to {filepath!r} as top {k}",
             )
-        self._save_checkpoint(trainer, filepath)
-        if dropped is not None and dropped != filepath:
+        self._save_checkpoint(trainer, filepath, reusable=dropped)
+        if dropped is not None and dropped != self.best_model_path and dropped not in self.best_k_models:
             self._remove(trainer, dropped)
 
     def _save_latest(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
@@ -362,9 +356,9 @@ class ModelCheckpoint(Callback):
         self.best_model_path = filepath
         if self.verbose:
             self._say(trainer, f"epoch {trainer.current_epoch}, step {trainer.global_step}: saving model to {filepath!r}")
-        self._save_checkpoint(trainer, filepath)
+        self._save_checkpoint(trainer, filepath, reusable=reusable)
         for path in dropped:
-            if path != filepath:
+            if path not in self._recent:
                 self._remove(trainer, path)
 
     def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
@@ -374,8 +368,8 @@ class ModelCheckpoint(Callback):
         filepath = self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST)
         filepath = self._free_path(filepath, reusable=previous or None)
         self.last_model_path = filepath
-        self._save_checkpoint(trainer, filepath)
-        if previous and previous != filepath:
+        self._save_checkpoint(trainer, filepath, reusable=previous or None)
+        if previous and previous != self.last_model_path:
             self._remove(trainer, previous)
 
     # ------------------------------------------------------------------ files
@@ -385,74 +379,54 @@ class ModelCheckpoint(Callback):
         template = filename if filename is not None else self.filename
         if template is None:
             template = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
-        name = self._fill(template, metrics)
+        name = fill_template(template, metrics, self.auto_insert_metric_name, self.CHECKPOINT_EQUALS_CHAR, self._warned_missing_fields)
         if ver is not None:
             name = f"{name}{self.CHECKPOINT_JOIN_CHAR}v{ver}"
         return os.path.join(self.dirpath or "", name + self.FILE_EXTENSION)
 
-    def _fill(self, template: str, metrics: dict[str, Any]) -> str:
-        def replace(match: re.Match[str]) -> str:
-            key = match.group(1).strip()
-            conversion, spec = match.group(2), (match.group(3) or ":")[1:]
-            if key in metrics:
-                value: Any = as_number(metrics[key])
-            else:
-                if key not in self._warned_missing_fields:
-                    self._warned_missing_fields.add(key)
-                    warnings.warn(
-                        f"ModelCheckpoint: the filename template {template!r} names {key!r}, which was not logged; "
-                        f"0 is used instead.{did_you_mean(key, [k for k in metrics])}",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-                value = 0
-            if conversion == "!r":
-                value = repr(value)
-            elif conversion in ("!s", "!a"):
-                value = str(value)
-            text = format(value, spec)
-            if self.auto_insert_metric_name:
-                text = f"{key.replace('/', '_')}{self.CHECKPOINT_EQUALS_CHAR}{text}"
-            return text
-
-        return _FIELD.sub(replace, template)
-
     def _free_path(self, filepath: str, reusable: str | None = None) -> str:
         """``filepath``, or ``...-v1.ckpt`` etc. when a file of that name exists
         that this instance may not overwrite."""
-        if filepath == reusable or filepath in self._written or not os.path.exists(filepath):
+        if not self.enable_version_counter or filepath == reusable or filepath in self._written or not os.path.exists(filepath):
             return filepath
-        stem = filepath[: -len(self.FILE_EXTENSION)]
+        return self._next_free(filepath, reusable)
+
+    def _next_free(self, filepath: str, reusable: str | None = None) -> str:
+        base = self._base_names.get(filepath, filepath)
+        stem = base[: -len(self.FILE_EXTENSION)]
         ver = self.STARTING_VERSION
         while True:
             candidate = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{ver}{self.FILE_EXTENSION}"
-            if candidate == reusable or candidate in self._written or not os.path.exists(candidate):
+            if candidate != filepath and (candidate == reusable or candidate in self._written or not os.path.exists(candidate)):
+                self._base_names[candidate] = base
                 return candidate
             ver += 1
 
-    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+    def _save_checkpoint(self, trainer: Trainer, filepath: str, reusable: str | None = None) -> None:
         self._last_global_step_saved = trainer.global_step
         strategy = getattr(trainer, "strategy", None)
-        if strategy is not None and getattr(trainer, "world_size", 1) > 1:
+        several = strategy is not None and getattr(trainer, "world_size", 1) > 1
+        if several:
             # Rank zero looked at the files; every rank must use the name it chose.
             agreed = strategy.broadcast(filepath, 0)
             if agreed != filepath:
-                self._rename_record(filepath, agreed)
+                rename_record(self, filepath, agreed)
                 filepath = agreed
-        if getattr(trainer, "is_global_zero", True):
-            parent = os.path.dirname(filepath)
-            if parent:
-                os.makedirs(parent, exist_ok=True)
-        trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)
+        if filepath == reusable or filepath in self._written:
+            trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)  # ours: replaced atomically
+        else:
+            # Not ours: claimed atomically, so a concurrent run's file of that name is never replaced.
+            with claiming_names(lambda taken: self._next_free(taken, reusable)) as claim:
+                trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)
+            claimed = claim.path or filepath
+            if several:
+                claimed = strategy.broadcast(claimed, 0)
+            if claimed != filepath:
+                rename_record(self, filepath, claimed)
+                filepath = claimed
         self._written.add(filepath)
-
-    def _rename_record(self, old: str, new: str) -> None:
-        if old in self.best_k_models:
-            self.best_k_models[new] = self.best_k_models.pop(old)
-        self._recent = [new if p == old else p for p in self._recent]
-        for attr in ("best_model_path", "kth_best_model_path", "last_model_path"):
-            if getattr(self, attr) == old:
-                setattr(self, attr, new)
+        if getattr(trainer, "is_global_zero", True) and self.dirpath:
+            write_record(self.dirpath, self.state_key, record_entry(self))
 
     def _remove(self, trainer: Trainer, filepath: str) -> None:
         if filepath not in self._written:
@@ -473,63 +447,15 @@ class ModelCheckpoint(Callback):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        def f(value: Any) -> float | None:
-            return None if value is None else float(value)
-
-        return {
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "dirpath": self.dirpath,
-            "best_model_score": f(self.best_model_score),
-            "best_model_path": self.best_model_path,
-            "current_score": f(self.current_score),
-            "best_k_models": {path: float(score) for path, score in self.best_k_models.items()},
-            "kth_best_model_path": self.kth_best_model_path,
-            "kth_value": f(self.kth_value),
-            "last_model_path": self.last_model_path,
-            "recent": list(self._recent),
-        }
+        return checkpoint_state(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        import torch
-
-        def t(value: Any) -> torch.Tensor | None:
-            return None if value is None else torch.tensor(float(value), dtype=torch.float64)
-
-        self.best_model_score = t(state_dict.get("best_model_score"))
-        self.best_model_path = state_dict.get("best_model_path", "") or ""
-        self.current_score = t(state_dict.get("current_score"))
-        self.best_k_models = {p: t(s) for p, s in (state_dict.get("best_k_models") or {}).items()}  # type: ignore[misc]
-        self.kth_best_model_path = state_dict.get("kth_best_model_path", "") or ""
-        self.kth_value = t(state_dict.get("kth_value"))
-        self.last_model_path = state_dict.get("last_model_path", "") or ""
-        self._recent = list(state_dict.get("recent") or [])
+        load_checkpoint_state(self, state_dict)
         saved_dir = state_dict.get("dirpath")
         if self._dir_resolved:
-            self._reconcile_dirpath(saved_dir)
-        else:  # restored before setup(): compare once the directory is known
-            self._restored_dir = saved_dir
-
-    def _reconcile_dirpath(self, saved_dir: str | None) -> None:
-        """A restored record names files in ``saved_dir``. Without a ``dirpath``
-        of its own the callback goes on writing there; with a different one it
-        forgets the best-k records (whose files are elsewhere) but keeps
-        ``last_model_path``."""
-        if saved_dir is None or self.dirpath is None or os.path.abspath(saved_dir) == os.path.abspath(self.dirpath):
-            return
-        if self._user_dirpath is None:
-            self.dirpath = saved_dir
-            return
-        warnings.warn(
-            f"ModelCheckpoint: the checkpoint directory changed from {saved_dir!r} to {self.dirpath!r}; "
-            "the best-checkpoint records are not restored, only last_model_path.",
-            UserWarning,
-            stacklevel=3,
-        )
-        self.best_k_models = {}
-        self.best_model_path = self.kth_best_model_path = ""
-        self.best_model_score = self.kth_value = self.current_score = None
-        self._recent = []
+            match_records(self, saved_dir)
+        else:  # restored before setup(): matched once this run's directory is known
+            self._restored_dir = saved_dir or ""
 
 
 @hookimpl

@@ -261,12 +261,12 @@ def test_load_state_dict_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("restore_first", [True, False], ids=["restore-then-setup", "setup-then-restore"])
-def test_restored_records_and_directory(tmp_path, restore_first):
+def test_restored_records_are_matched_by_name_in_this_runs_directory(tmp_path, restore_first):
     from types import SimpleNamespace
 
     trainer = SimpleNamespace(world_size=1, log_dir=str(tmp_path / "new_version"), default_root_dir=str(tmp_path))
     saved = ModelCheckpoint(dirpath=tmp_path / "old", monitor="m")
-    saved.best_k_models = {str(tmp_path / "old" / "a.ckpt"): torch.tensor(0.5)}
+    saved.best_k_models = {str(tmp_path / "old" / "a.ckpt"): torch.tensor(0.5), str(tmp_path / "old" / "b.ckpt"): torch.tensor(0.7)}
     saved.best_model_path, saved.best_model_score = str(tmp_path / "old" / "a.ckpt"), torch.tensor(0.5)
     saved.last_model_path = str(tmp_path / "old" / "last.ckpt")
     state = saved.state_dict()
@@ -276,13 +276,57 @@ def test_restored_records_and_directory(tmp_path, restore_first):
         for step in steps if restore_first else steps[::-1]:
             step()
 
+    # The run directory was moved: its files are found by name where this run writes.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.ckpt").write_bytes(b"")
     moved = ModelCheckpoint(dirpath=tmp_path / "elsewhere", monitor="m")
-    with pytest.warns(UserWarning, match="changed"):
+    with pytest.warns(UserWarning, match="matched by file name"):
         run(moved)
     assert moved.dirpath == str(tmp_path / "elsewhere")
-    assert moved.best_k_models == {} and moved.best_model_path == "" and moved.last_model_path == str(tmp_path / "old" / "last.ckpt")
+    assert moved.best_k_models == {str(tmp_path / "elsewhere" / "a.ckpt"): torch.tensor(0.5, dtype=torch.float64)}
+    assert moved.best_model_path == str(tmp_path / "elsewhere" / "a.ckpt") and float(moved.best_model_score) == 0.5
+    assert moved.last_model_path == ""  # no last.ckpt there
 
-    default = ModelCheckpoint(monitor="m")  # no dirpath of its own: keeps writing where the run wrote before
-    run(default)
-    assert default.dirpath == str(tmp_path / "old")
-    assert default.best_model_path == str(tmp_path / "old" / "a.ckpt") and float(default.best_model_score) == 0.5
+    default = ModelCheckpoint(monitor="m")  # no dirpath of its own: the run's configuration decides, not the checkpoint
+    with pytest.warns(UserWarning, match="this run writes to"):
+        run(default)
+    assert default.dirpath == str(tmp_path / "new_version" / "checkpoints")
+    assert default.best_model_path == "" and default.best_k_models == {} and default.best_model_score is None
+
+
+def _crafted(path, redirect):
+    """A real checkpoint whose ModelCheckpoint state was edited to send the run to ``redirect``."""
+    ckpt = torch.load(path, weights_only=True)
+    [key] = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
+    state = ckpt["callbacks"][key]
+    state["dirpath"] = redirect
+    state["best_model_path"] = state["last_model_path"] = os.path.join(redirect, "last.ckpt")
+    state["best_k_models"] = {os.path.join(redirect, "victim.ckpt"): 0.0}
+    state["kth_best_model_path"] = os.path.join(redirect, "victim.ckpt")
+    state["recent"] = [os.path.join(redirect, "victim.ckpt")]
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot"])
+def test_a_crafted_checkpoint_never_decides_where_a_resumed_run_writes(tmp_path, make_trainer, regressor, loaders, kind):
+    run_dir = tmp_path / "run" / "checkpoints"
+    first = ModelCheckpoint(dirpath=run_dir, save_last=True, save_top_k=1)
+    make_trainer(max_epochs=1, callbacks=[first]).fit(regressor(), *loaders)
+    target = tmp_path / "target"  # where the checkpoint tries to send the resumed run
+    target.mkdir()
+    (target / "victim.ckpt").write_bytes(b"precious")
+    redirect = str(target) if kind == "absolute" else os.path.join("..", "..", "target")
+    resume_from = tmp_path / "crafted.ckpt"
+    resume_from.write_bytes((run_dir / "last.ckpt").read_bytes())
+    _crafted(resume_from, redirect)
+
+    for configured in (True, False):  # a dirpath of its own, or the default under the log directory
+        cb = ModelCheckpoint(dirpath=run_dir if configured else None, save_last=True, save_top_k=1)
+        trainer = make_trainer(max_epochs=3, callbacks=[cb], default_root_dir=tmp_path / "run")
+        with pytest.warns(UserWarning, match="this run writes to"):
+            trainer.fit(regressor(), *loaders, ckpt_path=str(resume_from))
+        expected = run_dir if configured else tmp_path / "run" / "checkpoints"
+        assert cb.dirpath == str(expected)
+        assert os.path.dirname(cb.best_model_path) == os.path.dirname(cb.last_model_path) == str(expected)
+        assert sorted(os.listdir(target)) == ["victim.ckpt"] and (target / "victim.ckpt").read_bytes() == b"precious"
+        assert not (tmp_path / "target" / "last.ckpt").exists()

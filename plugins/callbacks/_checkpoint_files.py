@@ -1,0 +1,251 @@
+"""What ``ModelCheckpoint`` does with files and names: filling the filename
+template, checking its directory at set-up, matching restored records to the
+files in its own directory, and the record kept beside the checkpoints."""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import re
+import warnings
+from typing import Any
+
+from ember.roles import did_you_mean
+
+
+class MissingMetricError(ValueError):
+    """A callback was told to monitor a metric that was never logged."""
+
+
+def missing_metric_error(owner: str, monitor: str, available: Any) -> MissingMetricError:
+    names = sorted(str(n) for n in available)
+    listed = ", ".join(repr(n) for n in names) if names else "none"
+    return MissingMetricError(
+        f"{owner} could not find the monitored metric {monitor!r} in trainer.callback_metrics. "
+        f"Available metrics: {listed}.{did_you_mean(monitor, names)} "
+        f"Log it from your module with self.log({monitor!r}, value), or change `monitor`."
+    )
+
+
+def has_validation(trainer: Any) -> bool:
+    """Whether this fit has validation batches to run at all."""
+    n = getattr(trainer, "num_val_batches", 0)
+    values = n if isinstance(n, (list, tuple)) else [n]
+    for v in values:
+        try:
+            if float(v or 0) > 0:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+def as_number(value: Any) -> int | float:
+    """A logged value (tensor or number) as a Python number."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return float(value)
+
+
+_FIELD = re.compile(r"\{([^{}:!]+)(![rsa])?(:[^{}]*)?\}")
+
+
+def fill_template(template: str, metrics: dict[str, Any], auto_insert_metric_name: bool, equals: str, warned: set[str]) -> str:
+    """``"{epoch}-{val/acc:.2f}"`` -> ``"epoch=3-val_acc=0.91"``; a field that
+    was not logged becomes 0, with one warning per field."""
+
+    def replace(match: re.Match[str]) -> str:
+        key = match.group(1).strip()
+        conversion, spec = match.group(2), (match.group(3) or ":")[1:]
+        if key in metrics:
+            value: Any = as_number(metrics[key])
+        else:
+            if key not in warned:
+                warned.add(key)
+                warnings.warn(
+                    f"ModelCheckpoint: the filename template {template!r} names {key!r}, which was not logged; "
+                    f"0 is used instead.{did_you_mean(key, [k for k in metrics])}",
+                    UserWarning,
+                    stacklevel=4,
+                )
+            value = 0
+        if conversion == "!r":
+            value = repr(value)
+        elif conversion in ("!s", "!a"):
+            value = str(value)
+        text = format(value, spec)
+        if auto_insert_metric_name:
+            text = f"{key.replace('/', '_')}{equals}{text}"
+        return text
+
+    return _FIELD.sub(replace, template)
+
+
+def check_writable_dir(directory: str, culprit: str) -> None:
+    """Fail now, before the first step, when ``directory`` cannot be written:
+    it (or the nearest existing folder above it) is not a directory, or a
+    file cannot be created in it. ``culprit`` names the setting to change."""
+    from ember.plugins.checkpoint_io.torch_io import CheckpointWriteError, temp_name
+
+    path = os.path.abspath(directory)
+    existing = path
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    code, reason = 0, ""
+    if not os.path.isdir(existing):
+        code, reason = errno.ENOTDIR, f"{existing} is not a directory"
+    elif existing == path:
+        probe = temp_name(path)
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            code, reason = exc.errno or 0, f"a file cannot be created in it ({exc.strerror or exc})"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        code, reason = errno.EACCES, f"it cannot be created in {existing} (no write permission, or a read-only file system)"
+    if reason:
+        error = CheckpointWriteError(f"cannot write checkpoints to {directory}: {reason}. Set {culprit} to a writable directory.")
+        error.errno, error.filename = code, directory
+        raise error
+
+
+def match_records(cb: Any, saved_dir: str | None) -> None:
+    """Restored records name files where the checkpointed run wrote. This run
+    writes to its own ``cb.dirpath`` (its configuration decides, never the
+    checkpoint): a record is kept when a file of that name is in this
+    directory, re-pointed there; the others are dropped, with a warning."""
+    here = os.fspath(cb.dirpath)
+    changed = []
+
+    def match(path: str) -> str:
+        if not path:
+            return ""
+        name = os.path.basename(os.fspath(path))
+        candidate = os.path.join(here, name)
+        kept = candidate if name not in ("", ".", "..") and os.path.isfile(candidate) else ""
+        if kept != path:
+            changed.append(path)
+        return kept
+
+    cb.best_k_models = {m: score for p, score in cb.best_k_models.items() if (m := match(p))}
+    cb._recent = [m for p in cb._recent if (m := match(p))]
+    cb.last_model_path = match(cb.last_model_path)
+    best = match(cb.best_model_path)
+    if best != cb.best_model_path and cb.monitor is not None:
+        cb.best_model_score = cb.best_k_models.get(best) if best else None
+    cb.best_model_path = best
+    if cb.best_k_models and cb.monitor is not None:
+        worst = max if cb.mode == "min" else min
+        cb.kth_best_model_path = worst(cb.best_k_models, key=lambda p: float(cb.best_k_models[p]))
+        cb.kth_value = cb.best_k_models[cb.kth_best_model_path]
+        if not cb.best_model_path:
+            pick = min if cb.mode == "min" else max
+            cb.best_model_path = pick(cb.best_k_models, key=lambda p: float(cb.best_k_models[p]))
+            cb.best_model_score = cb.best_k_models[cb.best_model_path]
+    else:
+        cb.kth_best_model_path, cb.kth_value = "", None
+    moved = saved_dir is not None and os.path.abspath(saved_dir) != os.path.abspath(here)
+    if moved or changed:
+        warnings.warn(
+            f"ModelCheckpoint: the checkpoint's records name files in {saved_dir!r}; this run writes to {here!r}, as its own "
+            f"configuration says. Records were matched by file name in {here!r}"
+            + (f"; {len(changed)} had no file there and were dropped or re-pointed." if changed else "."),
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def record_entry(cb: Any) -> dict[str, Any]:
+    """What the record beside the checkpoints says about ``cb`` (names relative to its directory)."""
+    score = cb.best_model_score
+    score = None if score is None else float(score)
+    return {
+        "monitor": cb.monitor,
+        "mode": cb.mode,
+        "best_model_path": os.path.basename(cb.best_model_path) if cb.best_model_path else "",
+        "best_model_score": None if score is None or math.isnan(score) else score,
+        "last_model_path": os.path.basename(cb.last_model_path) if cb.last_model_path else "",
+    }
+
+
+def check_arguments(mode: str, save_top_k: Any, every_n_train_steps: Any, every_n_epochs: Any, dirpath: Any) -> None:
+    if mode not in ("min", "max"):
+        raise ValueError(f"ModelCheckpoint(mode={mode!r}) must be 'min' or 'max'.{did_you_mean(mode, ['min', 'max'])}")
+    if not isinstance(save_top_k, int) or save_top_k < -1:
+        raise ValueError(f"ModelCheckpoint(save_top_k={save_top_k!r}) must be an int of -1 (keep all) or more.")
+    for arg, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"ModelCheckpoint({arg}={value!r}) must be a non-negative int or None.")
+    if every_n_train_steps and every_n_epochs:
+        raise ValueError(
+            "ModelCheckpoint: every_n_train_steps and every_n_epochs are mutually exclusive; "
+            "use two ModelCheckpoint callbacks to save on both schedules."
+        )
+    if dirpath is not None and os.path.isfile(os.fspath(dirpath)):
+        raise ValueError(f"ModelCheckpoint(dirpath={os.fspath(dirpath)!r}) is a file; it must be a directory.")
+
+
+def score_tensor(value: Any, mode: str) -> Any:
+    """A monitored value as a float64 scalar tensor; NaN ranks below every real value."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to(device="cpu", dtype=torch.float64).reshape(())
+    else:
+        t = torch.tensor(float(value), dtype=torch.float64)
+    if torch.isnan(t):
+        t = torch.tensor(math.inf if mode == "min" else -math.inf, dtype=torch.float64)
+    return t
+
+
+def rename_record(cb: Any, old: str, new: str) -> None:
+    """Every record of ``old`` now names ``new`` (the file was written under another name)."""
+    if old in cb.best_k_models:
+        cb.best_k_models[new] = cb.best_k_models.pop(old)
+    cb._recent = [new if p == old else p for p in cb._recent]
+    for attr in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if getattr(cb, attr) == old:
+            setattr(cb, attr, new)
+
+
+def checkpoint_state(cb: Any) -> dict[str, Any]:
+    def f(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return {
+        "monitor": cb.monitor,
+        "mode": cb.mode,
+        "dirpath": cb.dirpath,
+        "best_model_score": f(cb.best_model_score),
+        "best_model_path": cb.best_model_path,
+        "current_score": f(cb.current_score),
+        "best_k_models": {path: float(score) for path, score in cb.best_k_models.items()},
+        "kth_best_model_path": cb.kth_best_model_path,
+        "kth_value": f(cb.kth_value),
+        "last_model_path": cb.last_model_path,
+        "recent": list(cb._recent),
+    }
+
+
+def load_checkpoint_state(cb: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    def t(value: Any) -> Any:
+        return None if value is None else torch.tensor(float(value), dtype=torch.float64)
+
+    def path(value: Any) -> str:
+        return value if isinstance(value, str) else ""
+
+    cb.best_model_score = t(state.get("best_model_score"))
+    cb.best_model_path = path(state.get("best_model_path"))
+    cb.current_score = t(state.get("current_score"))
+    cb.best_k_models = {p: t(s) for p, s in (state.get("best_k_models") or {}).items() if isinstance(p, str)}
+    cb.kth_best_model_path = path(state.get("kth_best_model_path"))
+    cb.kth_value = t(state.get("kth_value"))
+    cb.last_model_path = path(state.get("last_model_path"))
+    cb._recent = [p for p in state.get("recent") or [] if isinstance(p, str)]
