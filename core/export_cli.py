@@ -178,9 +178,10 @@ def _sample_from_data(stack: Any) -> tuple[Any, str]:
     """The first batch's inputs from the stack's data module, or ``(None, why not)``."""
     if stack.data is None or not stack.data.class_path:
         return None, "the stack has no [data] to take a batch from"
-    from ember.stack.build import import_class_path, instantiate, where_is
+    from ember.stack.build import check_kind, import_class_path, instantiate, where_is
 
-    cls = import_class_path(stack.data.class_path, f"{where_is(stack, 'data.class_path')} = {stack.data.class_path!r}")
+    where = f"{where_is(stack, 'data.class_path')} = {stack.data.class_path!r}"
+    cls = check_kind(import_class_path(stack.data.class_path, where, stack.import_root), "data", where)
     datamodule = instantiate(stack, stack.data, cls, stack.data.class_path)
     datamodule.prepare_data()
     for stage, method in (

@@ -470,3 +470,21 @@ def test_shadowing_folder_through_the_console_script(project: Project) -> None:
     if probe.returncode == 0:
         pytest.skip("this installation of ember is not shadowed by a folder (a regular, non-editable install)")
     assert "has no attribute 'Trainer'" in probe.stderr
+
+
+@pytest.mark.slow
+def test_export_refuses_a_data_class_path_that_is_not_a_datamodule(project: Project) -> None:
+    rc, _, err = project.ember("fit", "--trainer.enable_checkpointing", "true", "--trainer.default_root_dir", "out")
+    assert rc == 0, err
+    (ckpt,) = sorted((project.root / "out").rglob("*.ckpt"))[-1:]
+    marker = project.root.parent / f"marker-{uuid.uuid4().hex[:6]}"
+    err = project.user_error(
+        "export",
+        str(ckpt),
+        "--data.class_path",
+        "os:system",
+        "--data.init_args.command",
+        f"touch {marker}",
+        parts=("data.class_path = 'os:system': names a function", "ember did not call it"),
+    )
+    assert not marker.exists(), err
