@@ -7,7 +7,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from ember import checkpointing, data, resolve
 from ember.callback import Callback, Logger
 from ember.compile import accept as accept_compiled
 from ember.datamodule import DataModule
-from ember.dispatch import Dispatch
+from ember.dispatch import Dispatch, note_origin
 from ember.errors import Preempted
 from ember.loops.position import FitPosition, position_from_state, position_state
 from ember.loops.signature import step_signatures
@@ -488,10 +488,16 @@ class Trainer:
         except BaseException as exc:
             self.interrupted = isinstance(exc, (KeyboardInterrupt, Preempted))
             self.state.status = "interrupted" if self.interrupted else "failed"
+            if not self.interrupted:
+                self._note_origin(exc)
             self._fire_on_exception(exc)
             raise
         finally:
-            self._teardown(stage)
+            try:
+                self._teardown(stage)
+            except Exception as exc:  # a teardown hook or a logger's finalize raised
+                self._note_origin(exc)
+                raise
 
     def _setup(self, stage: str, ckpt_path: str | None) -> None:
         module = self.module
@@ -597,8 +603,23 @@ class Trainer:
         if ckpt_path is None:
             return None
         if ckpt_path in ("best", "last"):
-            # In memory after this trainer trained, else from the records on disk (a new process).
-            return checkpointing.resolve_named_checkpoint(self, ckpt_path, stage)
+            attr = "best_model_path" if ckpt_path == "best" else "last_model_path"
+            for cb in self.checkpoint_callbacks:
+                path = getattr(cb, attr, "") or ""
+                if path:
+                    return path
+            if ckpt_path == "last":
+                found = _newest_checkpoint(
+                    [getattr(cb, "dirpath", None) for cb in self.checkpoint_callbacks] + [os.path.join(self.log_dir, "checkpoints")]
+                )
+                if found:
+                    return found
+            if stage == "fit" and ckpt_path == "last":
+                warnings.warn("ckpt_path='last': no checkpoint found, so training starts from scratch.", stacklevel=4)
+                return None
+            raise ValueError(
+                f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint is known (none of the checkpoint callbacks recorded one). Pass a file path."
+            )
         return os.fspath(ckpt_path)
 
     def _restore(self, checkpoint: dict[str, Any], path: str, full: bool) -> None:
@@ -624,6 +645,11 @@ class Trainer:
             except Exception as hook_exc:  # the original error matters more
                 warnings.warn(f"An on_exception hook raised {type(hook_exc).__name__}: {hook_exc}", stacklevel=2)
 
+    def _note_origin(self, exc: BaseException) -> None:
+        """Name the hook and the object (callback, logger, plugin, module) ``exc`` came out of."""
+        if isinstance(exc, Exception):
+            note_origin(exc, self._dispatch, self._plugin_manager, (self.module, self.datamodule, *self.callbacks, *self.loggers))
+
     def _teardown(self, stage: str) -> None:
         module = self.module
         status = {"finished": "success", "interrupted": "interrupted"}.get(self.state.status, "failed")
@@ -641,3 +667,13 @@ class Trainer:
                 module._results = None
             self.state.stage = None
 
+
+def _newest_checkpoint(dirs: Iterable[str | None]) -> str | None:
+    found = []
+    for d in dirs:
+        if d and os.path.isdir(d):
+            for name in os.listdir(d):
+                if name.endswith(".ckpt") and not name.startswith(".tmp-"):
+                    path = os.path.join(d, name)
+                    found.append((os.path.getmtime(path), path))
+    return max(found)[1] if found else None

@@ -48,7 +48,9 @@ def run_fit(trainer: Trainer) -> None:
         for fn in d.on_train_start:
             fn(trainer, module)
         while not _fit_done(trainer):
-            _train_epoch(trainer)
+            if trainer.num_training_batches <= 0 or not _train_epoch(trainer):
+                _stop_without_batches(trainer)
+                break
         trainer.state.stage = "train"
         for fn in d.on_train_end:
             fn(trainer, module)
@@ -92,12 +94,29 @@ def _fit_done(trainer: Trainer) -> bool:
     return trainer.should_stop and trainer.current_epoch >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
 
 
+def _stop_without_batches(trainer: Trainer) -> None:
+    """An epoch without training batches changes nothing, so the next one
+    would not either: stop instead of repeating it until ``max_steps``."""
+    limit = trainer.limit_train_batches
+    if trainer.num_training_batches > 0:
+        why = f"the training dataloader yielded no batch in epoch {trainer.current_epoch - 1}, and the next epoch would not either"
+        fix = "check train_dataloader() (an exhausted iterator, an empty dataset or shard)"
+    elif limit is not None and limit <= 0:
+        why, fix = f"limit_train_batches={limit!r} selects none", "set limit_train_batches to a number of batches >= 1 or a fraction in (0, 1] to train"
+    else:
+        why = "the training dataloader is empty (len 0)"
+        fix = "check the dataset and batch size (drop_last=True with fewer samples than batch_size yields no batch)"
+    if trainer.is_global_zero:
+        warnings.warn(f"Trainer.fit stopped: no training batches: {why}; {fix}.", stacklevel=6)  # points at trainer.fit()
+
+
 def _validation_enabled_this_epoch(trainer: Trainer) -> bool:
     every = trainer.check_val_every_n_epoch
     return bool(trainer._val_loaders) and any(trainer.num_val_batches) and (every is None or (trainer.current_epoch + 1) % every == 0)
 
 
-def _train_epoch(trainer: Trainer) -> None:
+def _train_epoch(trainer: Trainer) -> bool:
+    """One training epoch; returns whether it saw a training batch."""
     module = trainer.module
     assert module is not None
     d = trainer._dispatch
@@ -121,6 +140,7 @@ def _train_epoch(trainer: Trainer) -> None:
     trainer._stepper = stepper
     if position.rng is not None and not resuming:
         set_rng_state(position.rng)  # resumed between epochs: continue from the saved state
+    yielded = True
     if position.phase == EPOCH_END:
         # Resumed from a checkpoint written while on_train_epoch_end ran: the
         # hooks that already ran are not repeated.
@@ -129,7 +149,7 @@ def _train_epoch(trainer: Trainer) -> None:
     else:
         for fn in d.on_train_epoch_start:
             fn(trainer, module)
-        _run_batches(trainer, results, stepper, position if resuming else None)
+        yielded = _run_batches(trainer, results, stepper, position if resuming else None)
         position.phase = EPOCH_END
         results.default_on_step, results.default_on_epoch = False, True
         for fn in d.on_train_epoch_end:
@@ -141,9 +161,11 @@ def _train_epoch(trainer: Trainer) -> None:
     _step_epoch_schedulers(trainer)
     trainer.current_epoch += 1
     trainer._position = FitPosition()
+    return yielded
 
 
-def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimization | None, resume: FitPosition | None) -> None:
+def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimization | None, resume: FitPosition | None) -> bool:
+    """The epoch's training batches; returns whether there was at least one."""
     module = trainer.module
     d = trainer._dispatch
     strategy = trainer.strategy
@@ -194,7 +216,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
             position.val_pending = True
             _validate_in_fit(trainer, results)
             if _should_stop_now(trainer, max_steps, max_time):
-                return
+                return True
 
     # Fetch a batch only when it is about to be used (a lookahead only when the
     # loader's length is unknown): a dataset whose __getitem__ draws random
@@ -264,8 +286,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         # was not known to be last: validate now, as the epoch's end requires.
         position.val_pending = True
         _validate_in_fit(trainer, results)
-    if batch_idx < 0 and limit > 0 and skip == 0:
-        warnings.warn("The training dataloader produced no batches this epoch.", stacklevel=3)
+    return batch_idx >= 0 or skip > 0
 
 
 def _should_stop_now(trainer: Trainer, max_steps: int, max_time: float | None) -> bool:

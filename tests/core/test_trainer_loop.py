@@ -135,7 +135,8 @@ def test_limit_train_batches(h: Any, make_trainer: Any, limit: Any, expected: in
 def test_limit_train_batches_zero_trains_nothing(h: Any, make_trainer: Any) -> None:
     model = h.TrainOnly()
     trainer = make_trainer(max_epochs=2, limit_train_batches=0)
-    trainer.fit(model, h.loader(32, 8))
+    with pytest.warns(UserWarning, match="Trainer.fit stopped: no training batches: limit_train_batches=0"):
+        trainer.fit(model, h.loader(32, 8))
     assert trainer.global_step == 0 and model.train_batches == []
 
 
