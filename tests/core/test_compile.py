@@ -194,17 +194,24 @@ def test_inductor_digits_cnn_trains_and_resumes(tmp_path: Any) -> None:
     x, y = torch.randn(64, 1, 8, 8, generator=gen), torch.randint(0, 10, (64,), generator=gen)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
 
+    class SGDDigits(DigitsCNN):
+        # SGD, not the example's AdamW: Adam's first steps turn the last-bit
+        # differences of inductor's kernels in near-zero gradients into
+        # lr-sized ones, which would hide a real difference in noise.
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
     def fresh() -> Any:
         torch.manual_seed(0)
-        return DigitsCNN(dropout=0.0, scheduler="cosine")
+        return SGDDigits(dropout=0.0)
 
     eager = fresh()
     H.quiet_trainer(tmp_path / "e", max_epochs=2).fit(eager, data)
     model = fresh()
     path = tmp_path / "one.ckpt"
     H.quiet_trainer(tmp_path / "c", max_epochs=2, callbacks=[_SaveAtEpochEnd(path)]).fit(torch.compile(model), data)
-    assert _close(H.params_of(model), H.params_of(eager), atol=1e-3, rtol=1e-3)
+    assert _close(H.params_of(model), H.params_of(eager), atol=1e-4, rtol=1e-4)
     assert not any(COMPILED_PREFIX in k for k in torch.load(path, weights_only=True)["state_dict"])
     resumed = fresh()
     H.quiet_trainer(tmp_path / "r", max_epochs=2).fit(torch.compile(resumed), data, ckpt_path=str(path))
-    assert _close(H.params_of(resumed), H.params_of(model), atol=1e-5, rtol=1e-5)
+    assert _close(H.params_of(resumed), H.params_of(model), atol=1e-4, rtol=1e-4)
