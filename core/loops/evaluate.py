@@ -9,6 +9,7 @@ import torch
 
 from ember.loops.model_mode import batch_mover, enter_eval, exit_eval
 from ember.results import Results, to_float
+from ember.seed import rng_state
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -49,6 +50,11 @@ def run_evaluation(
     was_training = module.training
     mode_stage = trainer.state.stage or stage
     enter_eval(module, mode_stage)
+    # A checkpoint written during an evaluation inside fit (a preemption
+    # within one batch) resumes by running it again from this random state.
+    position = trainer._position if trainer.state.fn == "fit" else None
+    if position is not None:
+        position.val_rng = rng_state()
     strategy = trainer.strategy
     step = getattr(trainer._placed_module, step_name) if trainer._placed_module is module else getattr(module, step_name)
     batch_start = getattr(d, f"on_{prefix}_batch_start")
@@ -89,11 +95,15 @@ def run_evaluation(
                 trainer._callback_metrics.update(callback_values)
                 if logged:
                     trainer.log_metrics({**logged, "epoch": trainer.current_epoch})
+            if position is not None:
+                position.val_rng = None
             if before_end is not None:
                 before_end()
             for fn in getattr(d, f"on_{prefix}_end"):
                 fn(trainer, module)
     finally:
+        if position is not None:
+            position.val_rng = None
         exit_eval(module, mode_stage, was_training)
         module._results = previous_results
         trainer._eval_results = None

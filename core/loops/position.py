@@ -36,6 +36,13 @@ class FitPosition:
     rng: dict[str, Any] | None = None
     results: dict[str, Any] | None = None
     accumulated_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Random state at the start of the evaluation in progress (validation or
+    #: sanity check): a checkpoint written during it resumes by running it again.
+    val_rng: dict[str, Any] | None = None
+    #: ``fit`` stopped at ``max_steps`` inside an epoch: the loop state and LR
+    #: scheduler states of that moment, before the epoch-end hooks ran, so that
+    #: a checkpoint saved afterwards continues the epoch (see :func:`pause_state`).
+    paused: dict[str, Any] | None = None
 
     @property
     def resumes_inside_epoch(self) -> bool:
@@ -134,11 +141,13 @@ def restore_grads(module: torch.nn.Module, grads: dict[str, torch.Tensor]) -> No
 def position_state(trainer: Trainer) -> dict[str, Any]:
     """The fit loop's state for a checkpoint."""
     position = trainer._position
+    if position.paused is not None:
+        return position.paused["loop"]
     state: dict[str, Any] = {
         "phase": position.phase,
         "batches_done": position.batches_done,
         "val_pending": position.val_pending,
-        "rng": rng_state(),
+        "rng": position.val_rng if position.val_rng is not None else rng_state(),
     }
     if position.epoch_rng is not None:
         state["epoch_rng"] = position.epoch_rng

@@ -2,14 +2,22 @@
 
 Cluster schedulers (SLURM, Kubernetes, spot instances) announce preemption
 with SIGTERM and a grace period. ``FaultTolerance`` catches the signal, lets
-the current training step finish, writes ``trainer.resume_checkpoint_path``
-and ends the process with :data:`ember.EXIT_PREEMPTED`; a relaunch with
+the current training step (or validation batch, or sanity-check batch)
+finish, writes ``trainer.resume_checkpoint_path`` and ends the process with
+:data:`ember.EXIT_PREEMPTED`; a relaunch with
 ``Trainer(auto_resume=True)`` (or ``ember fit --trainer.auto_resume true``)
 continues from it, exactly. Under SLURM (``SLURM_JOB_ID`` set and ``scontrol``
 on the PATH) rank zero also asks the scheduler to requeue the job
 (``scontrol requeue``), so the relaunch happens by itself; ``requeue=False``
 turns that off. With ``on_exception=True`` it also writes
 ``on_exception.ckpt`` beside it when training raises, before the error goes on.
+
+Worst-case delay between the signal and the start of the save: the rest of
+the batch in progress (its data loading, ``training_step`` with backward and
+optimizer step, or one ``validation_step``) and the ``on_*_batch_end`` hooks
+of the callbacks listed before this one; a checkpoint written during a
+validation resumes by running that validation again. The save itself then
+takes as long as any checkpoint write.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any
 from ember.callback import Callback
 from ember.errors import EXIT_PREEMPTED, Preempted
 from ember.plugin_manager import hookimpl
+from ember.plugins.callbacks._checkpoint_files import check_writable_dir
+from ember.plugins.checkpoint_io.torch_io import remove_stale_temp_files
 
 
 class FaultTolerance(Callback):
@@ -58,6 +68,11 @@ class FaultTolerance(Callback):
         self.received = None
         if not self.preemption:
             return
+        directory = os.path.dirname(trainer.resume_checkpoint_path)
+        # Fail now, not when the preemption comes and the save cannot be written.
+        check_writable_dir(directory, f"Trainer(default_root_dir=...) (now {trainer.default_root_dir!r})")
+        if trainer.is_global_zero:
+            remove_stale_temp_files(directory)
         if threading.current_thread() is not threading.main_thread():
             warnings.warn("FaultTolerance: fit() is not running in the main thread, so preemption signals cannot be caught.", stacklevel=2)
             return
@@ -84,6 +99,11 @@ class FaultTolerance(Callback):
 
     def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._save_and_exit_if_signalled(trainer)
+
+    def on_validation_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # Within one batch of the signal, in validation and in the sanity check too.
+        if self.received is not None and trainer.state.fn == "fit":
+            self._save_and_exit_if_signalled(trainer)
 
     def on_validation_end(self, trainer: Any, module: Any) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:

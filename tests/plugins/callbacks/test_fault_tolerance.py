@@ -94,6 +94,85 @@ def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tmp_path: Path) -> 
     assert not os.path.exists(again.resume_checkpoint_path), "a finished run removes its resume file"
 
 
+class _Validated(_Net):
+    """Validation draws random numbers too, so a resume that replays a
+    validation from another random state trains differently afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_calls = 0
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.val_calls += 1
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layers(x), y) + 0 * torch.rand(()))
+
+
+class _SignalInValidation(ember.Callback):
+    """SIGTERM at the start of validation batch ``batch`` of the validation
+    that runs at ``epoch`` (or of the sanity check)."""
+
+    def __init__(self, epoch: int, batch: int, sanity: bool = False) -> None:
+        self.epoch, self.batch, self.sanity = epoch, batch, sanity
+        self.calls_at_signal = -1
+        self.sent_at = 0.0
+
+    def on_validation_batch_start(self, trainer: Any, module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking == self.sanity and trainer.current_epoch == self.epoch and batch_idx == self.batch and self.sent_at == 0:
+            self.calls_at_signal = module.val_calls
+            self.sent_at = time.monotonic()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _val_loader(n: int = 200) -> DataLoader:
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(1))
+    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+
+
+@pytest.mark.parametrize("sanity", [False, True], ids=["validation", "sanity_check"])
+def test_sigterm_during_validation_saves_within_one_batch_and_resumes_exactly(tmp_path: Path, sanity: bool) -> None:
+    kwargs: dict[str, Any] = {"num_sanity_val_steps": 30 if sanity else 0}
+    ember.seed_everything(5)
+    reference = _Validated()
+    _trainer(tmp_path / "ref", **kwargs).fit(reference, _loader(), _val_loader())
+
+    ember.seed_everything(5)
+    model = _Validated()
+    signaller = _SignalInValidation(epoch=0 if sanity else 1, batch=7, sanity=sanity)
+    trainer = _trainer(tmp_path, signaller, **kwargs)
+    with pytest.raises(ember.Preempted):
+        trainer.fit(model, _loader(), _val_loader())
+    delay = time.monotonic() - signaller.sent_at
+    # The batch in progress when the signal came finishes; no other one starts (50 were left).
+    assert model.val_calls - signaller.calls_at_signal == 1, (model.val_calls, signaller.calls_at_signal)
+    saved = torch.load(trainer.resume_checkpoint_path, weights_only=True)
+    assert saved["global_step"] == (0 if sanity else 20)
+    print(f"\nSIGTERM in {'the sanity check' if sanity else 'validation'}: saved and exited {delay * 1000:.0f} ms later")
+
+    ember.seed_everything(99)
+    resumed = _Validated()
+    again = _trainer(tmp_path, auto_resume=True, **kwargs)
+    again.fit(resumed, _loader(), _val_loader())
+    assert again.global_step == 30
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+
+
+def test_unwritable_default_root_dir_fails_before_the_first_step(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    model = _Net()
+    before = [p.detach().clone() for p in model.parameters()]
+    for checkpointing in (False, True):
+        trainer = ember.Trainer(
+            max_epochs=1, default_root_dir=blocker / "run", logger=False, enable_checkpointing=checkpointing, enable_progress_bar=False
+        )
+        with pytest.raises(OSError, match=r"cannot write checkpoints to .*a-file.*is not a directory.*default_root_dir") as info:
+            trainer.fit(model, _loader())
+        assert trainer.global_step == 0 and "\n" not in str(info.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
 def test_on_exception_checkpoint_holds_the_state_before_the_failing_step(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, FaultTolerance(on_exception=True))
     with pytest.raises(RuntimeError, match="planned failure"):
@@ -138,6 +217,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigterm_from_outside_exits_with_the_preempted_status_and_relaunch_resumes(tmp_path: Path) -> None:
     script = tmp_path / "child.py"
