@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ember import checkpointing, data, resolve
+from ember import checkpointing, data, resolve, trainer_args
 from ember.callback import Callback, Logger
 from ember.compile import accept as accept_compiled
 from ember.datamodule import DataModule
@@ -64,7 +63,13 @@ class Trainer:
     Argument names and defaults follow Lightning's ``Trainer``. ember-specific:
     ``disable_plugins`` (plugin names never registered), ``autoload_plugins``
     (``False`` loads no entry-point plugin unless named in ``plugins``).
+    Every argument's accepted values are in :mod:`ember.trainer_args`.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Trainer:
+        if args or kwargs:
+            trainer_args.check_names(cls, args, kwargs)
+        return super().__new__(cls)
 
     #: Training batches copied to the device ahead of their step (see
     #: :mod:`ember.loops.prefetch`): ``None`` on for CUDA and off elsewhere,
@@ -114,17 +119,14 @@ class Trainer:
         disable_plugins: Sequence[str] | None = None,
         autoload_plugins: bool | None = None,
     ) -> None:
+        trainer_args.check_arguments(locals())
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
-        if isinstance(fast_dev_run, bool) or (isinstance(fast_dev_run, int) and fast_dev_run >= 0):
-            self.fast_dev_run = int(fast_dev_run)
-        else:
-            raise ValueError(f"fast_dev_run={fast_dev_run!r} must be a bool or a non-negative int (number of batches).")
-        dev = self.fast_dev_run
+        self.fast_dev_run = dev = int(fast_dev_run)
         self.max_epochs = 1 if dev else (max_epochs if max_epochs is not None else (1000 if max_steps == -1 and max_time is None else -1))
         self.min_epochs = min_epochs or 0
         self.max_steps = dev if dev else max_steps
         self.min_steps = min_steps or 0
-        self.max_time = _parse_max_time(max_time)
+        self.max_time = trainer_args.parse_max_time(max_time)
         self.overfit_batches = overfit_batches
         limit_default = dev if dev else (overfit_batches if overfit_batches else None)
         self.limit_train_batches = limit_default if limit_default is not None else limit_train_batches
@@ -135,14 +137,8 @@ class Trainer:
         self.check_val_every_n_epoch = check_val_every_n_epoch
         self.num_sanity_val_steps = 0 if dev else (2 if num_sanity_val_steps is None else num_sanity_val_steps)
         self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
-        if self.log_every_n_steps < 1:
-            raise ValueError(f"log_every_n_steps={log_every_n_steps} must be >= 1.")
-        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
-            raise ValueError(f"accumulate_grad_batches={accumulate_grad_batches!r} must be a positive int.")
         self.accumulate_grad_batches = accumulate_grad_batches
         self.gradient_clip_val = gradient_clip_val
-        if gradient_clip_algorithm not in (None, "norm", "value"):
-            raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r} must be 'norm' or 'value'.")
         self.gradient_clip_algorithm = gradient_clip_algorithm or "norm"
         self.inference_mode = inference_mode
         self.detect_anomaly = detect_anomaly
@@ -170,9 +166,6 @@ class Trainer:
 
         # -- observers ------------------------------------------------------------
         user_callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks or [])
-        for cb in user_callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks must be ember.Callback instances; got {type(cb).__name__}. Subclass ember.Callback.")
         self._user_callbacks = user_callbacks
         self._default_callbacks = self._create_default_callbacks(registry, user_callbacks)
         self.profiler = registry.create("profiler", profiler) if isinstance(profiler, str) else profiler

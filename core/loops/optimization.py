@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ember.loops.step_results import bad_loss, loss_of
 from ember.module import Module
 
 if TYPE_CHECKING:
@@ -92,18 +93,6 @@ def backward(trainer: Trainer, loss: torch.Tensor) -> None:
     if d.on_after_backward:
         for fn in d.on_after_backward:
             fn(trainer, module)
-
-
-def _loss_of(output: Any) -> torch.Tensor | None:
-    if output is None or isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        if "loss" not in output:
-            raise ValueError(
-                f"training_step returned a dict without a 'loss' key (keys: {', '.join(map(str, output))}). Add 'loss' or return the loss tensor."
-            )
-        return output["loss"]
-    raise TypeError(f"training_step must return a loss tensor, a dict with 'loss', or None; got {type(output).__name__}.")
 
 
 class AutomaticOptimization:
@@ -211,7 +200,7 @@ class AutomaticOptimization:
         else:
             with self.precision.forward_context():
                 output = self.call_step(self.batch, self.batch_idx)
-        loss = output if isinstance(output, torch.Tensor) else _loss_of(output)
+        loss = output if isinstance(output, torch.Tensor) else loss_of(output, self.module)
         if self.first:
             hooks = self.dispatch.on_before_zero_grad
             if hooks:
@@ -227,10 +216,16 @@ class AutomaticOptimization:
                 raise _SkipStep
             return None
         scaled = loss / self.accumulate if self.accumulate > 1 else loss
-        if self.hooked_backward:
-            backward(trainer, scaled)
-        else:
-            self.strategy_backward(scaled, placed)
+        try:
+            if self.hooked_backward:
+                backward(trainer, scaled)
+            else:
+                self.strategy_backward(scaled, placed)
+        except RuntimeError as exc:  # free until raised: only now is the loss looked at
+            problem = bad_loss(loss, self.module)
+            if problem is None:
+                raise
+            raise problem from exc
         self.window_has_grads = True
         self.output = output
         return loss

@@ -79,7 +79,7 @@ def test_callbacks_fire_in_list_order(h: Any, make_trainer: Any) -> None:
 def test_single_callback_and_bad_callback(h: Any, make_trainer: Any) -> None:
     counter = h.Counter()
     assert make_trainer(callbacks=counter).callbacks[0] is counter
-    with pytest.raises(TypeError, match="ember.Callback instances; got object"):
+    with pytest.raises(ValueError, match=r"Trainer\(callbacks=\[<object>\]\) is not valid: callbacks takes an ember.Callback or a list of them"):
         make_trainer(callbacks=[object()])
 
 
