@@ -1,6 +1,8 @@
 """Development sessions for ember.
 
-Run ``nox`` for the default session (``tests``), ``nox -l`` to list them all,
+Run ``nox`` for the default session (``tests``: the fast tier, what the
+README's test command runs), ``nox -s slow`` for the slow tier (multi-process
+and heavy-engine tests), ``nox -s full`` for both, ``nox -l`` to list them all,
 and ``nox -s NAME`` for one. Arguments after ``--`` go to the tool a session
 runs, e.g. ``nox -s tests -- -k digits -x``.
 
@@ -33,15 +35,70 @@ def install_torch(session: nox.Session) -> None:
         session.install(*shlex.split(spec))
 
 
+#: the oldest torch ember supports (tried, not guessed: see docs/supported-versions.md)
+#: and the newest the package index served when the bounds were last checked
+TORCH_VERSIONS = ("2.3.1", "2.15.0")
+
+
+def build_deepspeed_ops(session: nox.Session) -> None:
+    """Compile DeepSpeed's C++ ops once per environment, before any test needs them.
+
+    The cache lives in ``.nox/torch_extensions`` (or ``TORCH_EXTENSIONS_DIR``),
+    so a later run of the session loads them in under a second.
+    """
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.abspath(os.path.join(".nox", "torch_extensions"))
+    session.env["TORCH_EXTENSIONS_DIR"] = cache
+    session.run("python", "tools/build_deepspeed_ops.py")
+
+
 @nox.session(venv_backend="venv")
 def tests(session: nox.Session) -> None:
-    """Run the test suite (the default session).
+    """The fast tier, as the README's test command runs it (the default session).
 
-    Installs ember in editable mode with its ``dev`` extra and runs pytest;
-    arguments after ``--`` are passed to pytest.
+    Installs ember in editable mode with its ``dev`` extra and runs pytest,
+    which leaves out the tests marked ``slow``; arguments after ``--`` are
+    passed to pytest.
     """
     install_torch(session)
     session.install("-e", ".[dev]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(venv_backend="venv", default=False)
+def slow(session: nox.Session) -> None:
+    """The slow tier only: multi-process (DDP, torchrun, FSDP, DeepSpeed) and long tests.
+
+    DeepSpeed's ops are built first, with no test timeout around the build.
+    """
+    install_torch(session)
+    session.install("-e", ".[dev]")
+    build_deepspeed_ops(session)
+    session.run("python", "-m", "pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session(venv_backend="venv", default=False)
+def full(session: nox.Session) -> None:
+    """Both tiers in one run (what a release is checked with)."""
+    install_torch(session)
+    session.install("-e", ".[dev]")
+    build_deepspeed_ops(session)
+    session.run("python", "-m", "pytest", "-m", "", *session.posargs)
+
+
+@nox.session(venv_backend="venv", default=False)
+@nox.parametrize("torch", TORCH_VERSIONS)
+def torch_versions(session: nox.Session, torch: str) -> None:
+    """The fast tier against the oldest supported and the newest torch.
+
+    Run it whenever ember's dependency bounds change (``nox -s torch_versions``).
+    The wheels are the package index's default builds (large CUDA builds on
+    Linux), which is why CI does not run this session on every change.
+    """
+    # the machine's pip constraints may cap torch below the newest release
+    session.env["PIP_CONSTRAINT"] = os.devnull
+    session.install(f"torch=={torch}")
+    session.install("-e", ".[dev]", f"torch=={torch}")
+    session.run("python", "-c", "import torch; print('torch', torch.__version__)")
     session.run("python", "-m", "pytest", *session.posargs)
 
 

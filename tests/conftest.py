@@ -7,6 +7,10 @@ that want their entry points put that directory on ``sys.path`` (the
 ``with_dists`` fixture, undone after the test) or on ``PYTHONPATH`` for a
 subprocess (``dists_env``); the development environment itself never sees
 them.
+
+The fast tier stays fast: a test that is not marked ``slow`` and whose call
+takes longer than ``EMBER_FAST_TIER_LIMIT_S`` seconds (10 by default) fails,
+with a message saying to speed it up or mark it ``@pytest.mark.slow``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,22 @@ import pytest
 DISTS_SOURCE = Path(__file__).parent / "dists"
 DIST_NAMES = ("ember-dummy-plugin", "ember-broken-plugin", "ember-typo-plugin")
 COMPAT_DIST_NAMES = ("ember-oldcompat-plugin",)
+FAST_TIER_LIMIT_S = float(os.environ.get("EMBER_FAST_TIER_LIMIT_S", "10"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Fail a fast-tier test whose call phase ran past the limit."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.passed or item.get_closest_marker("slow") is not None:
+        return
+    if report.duration > FAST_TIER_LIMIT_S:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} took {report.duration:.1f} s, over the fast tier's {FAST_TIER_LIMIT_S:g} s "
+            "(EMBER_FAST_TIER_LIMIT_S): make it faster or mark it @pytest.mark.slow"
+        )
 
 
 def _install_dists(names: tuple[str, ...], root: Path) -> Path:

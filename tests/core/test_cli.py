@@ -313,6 +313,7 @@ def test_validate_test_and_predict(project: Path) -> None:
     assert len(predictions) == 4 and predictions[0].shape == (8, 1)
 
 
+@pytest.mark.slow
 def test_fit_then_resume_from_checkpoint(project: Path) -> None:
     proc = ember("fit", "--trainer.max_epochs", "1", "--trainer.default_root_dir", "run", cwd=project)
     assert proc.returncode == 0, proc.stderr

@@ -132,6 +132,7 @@ RESUME_POINTS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["datamodule", "dataloaders"])
 @pytest.mark.parametrize("hook,epoch,batch", RESUME_POINTS)
 def test_resume_is_bit_identical(tmp_path: Path, source: str, hook: str, epoch: int, batch: int | None) -> None:

@@ -22,6 +22,7 @@ def _env(extra_path: Path | None = None) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_generated_plugin_installs_passes_its_tests_and_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dest = tmp_path / "src" / "ember-best-loss"
     assert main(["new", "plugin", "best-loss", "--dir", str(dest)]) == 0

@@ -70,6 +70,7 @@ def test_disabled_incompatible_plugin_is_not_reported(with_compat: Path) -> None
     assert pm.failures == [] and "oldcompat" in pm.disabled
 
 
+@pytest.mark.slow
 def test_ember_plugins_lists_the_refusal(compat_dists: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
     env["PYTHONPATH"] = os.pathsep.join([str(compat_dists), *filter(None, [os.environ.get("PYTHONPATH")])])

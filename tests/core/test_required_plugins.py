@@ -158,6 +158,7 @@ def test_run_commands_refuse_missing_plugins_before_building(tmp_path: Path, com
     assert "pip install 'ember-not-installed-anywhere>=2' 'pluggy>=999'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_goes_ahead_when_satisfied(tmp_path: Path, ember_dists: Path) -> None:
     stack_dir(tmp_path, "")
     (tmp_path / "ember.toml").write_text(

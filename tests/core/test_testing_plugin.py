@@ -230,6 +230,7 @@ def test_a_project_uses_the_fixtures(pytester: pytest.Pytester, monkeypatch: pyt
     result.assert_outcomes(passed=9)
 
 
+@pytest.mark.slow
 def test_opt_in_with_p_when_autoload_is_off(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makepyfile(test_it="def test_it(hook_recorder):\n    assert len(hook_recorder) == 0\n")

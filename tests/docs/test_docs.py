@@ -54,6 +54,7 @@ def test_hook_reference_is_up_to_date() -> None:
     )
 
 
+@pytest.mark.slow
 def test_plugin_reference_is_up_to_date() -> None:
     import subprocess
 

@@ -209,6 +209,7 @@ def test_synthetic_data_is_deterministic_and_shaped_like_medmnist(example_module
     assert grey.shape == (10, 28, 28) and set(np.unique(grey_labels)) == {0, 1}
 
 
+@pytest.mark.slow
 def test_missing_medmnist_falls_back_to_synthetic_with_a_warning(example_modules, tmp_path: Path, caplog) -> None:
     data, _ = example_modules
     dm = data.MedMNISTDataModule(root=str(tmp_path), download=False, synthetic_sizes=[32, 16, 16], batch_size=8)

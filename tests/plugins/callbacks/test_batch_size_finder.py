@@ -75,6 +75,7 @@ def _fit(tmp_path: Path, module: ember.Module, finder: BatchSizeFinder, datamodu
     return trainer
 
 
+@pytest.mark.slow
 def test_doubles_up_to_the_dataset_size_on_cpu(tmp_path):
     dm, module = Data(n=100, batch_size=1), Net()
     finder = BatchSizeFinder(init_val=2)
@@ -85,6 +86,7 @@ def test_doubles_up_to_the_dataset_size_on_cpu(tmp_path):
     assert module.batch_sizes == [100]  # the real run: one epoch of one batch of the whole dataset
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("oom_type", ["message", "cuda"])
 def test_power_mode_keeps_the_last_size_that_fitted(tmp_path, oom_type):
     dm, module = Data(n=1000), Net(memory_limit=24, oom_type=oom_type)
@@ -95,6 +97,7 @@ def test_power_mode_keeps_the_last_size_that_fitted(tmp_path, oom_type):
     assert module.batch_sizes == [16, 16]  # only the real run trained the real module
 
 
+@pytest.mark.slow
 def test_binsearch_mode_bisects_after_the_first_failure(tmp_path):
     dm, module = Data(n=1000), Net(memory_limit=24)
     finder = BatchSizeFinder(mode="binsearch", init_val=3, steps_per_trial=1)
@@ -104,6 +107,7 @@ def test_binsearch_mode_bisects_after_the_first_failure(tmp_path):
     assert dm.batch_size == 24
 
 
+@pytest.mark.slow
 def test_the_real_run_is_untouched(tmp_path):
     """Same seed, same data: fitting with the finder gives the weights of
     fitting with the found batch size set from the start."""
@@ -131,6 +135,7 @@ def test_the_real_run_is_untouched(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_batch_size_on_the_module(tmp_path):
     class OwnData(Net):
         def __init__(self) -> None:
@@ -172,6 +177,7 @@ def test_clear_errors(tmp_path):
         BatchSizeFinder(mode="binsearh")
 
 
+@pytest.mark.slow
 def test_max_trials(tmp_path):
     dm = Data(n=10_000)
     finder = BatchSizeFinder(init_val=2, max_trials=3)

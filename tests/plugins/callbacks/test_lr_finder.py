@@ -68,6 +68,7 @@ class _Probe(ember.Callback):
         self.lr = trainer.optimizers[0].param_groups[0]["lr"]
 
 
+@pytest.mark.slow
 def test_suggestion_is_in_the_known_good_range(tmp_path):
     torch.manual_seed(0)
     module = LinearRegression(lr=1e-4)
@@ -89,6 +90,7 @@ def test_suggestion_is_in_the_known_good_range(tmp_path):
     assert module.hparams_initial.lr == 1e-4
 
 
+@pytest.mark.slow
 def test_the_real_run_is_exactly_the_run_without_the_finder(tmp_path):
     """With update_attr=False the finder changes nothing: same weights at the
     start, a fresh optimizer, and (random generators restored) the same result."""
@@ -116,6 +118,7 @@ def test_the_real_run_is_exactly_the_run_without_the_finder(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_lr_find_function_leaves_the_module_alone():
     module = LinearRegression()
     before = {k: v.clone() for k, v in module.state_dict().items()}
@@ -128,6 +131,7 @@ def test_lr_find_function_leaves_the_module_alone():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.slow
 def test_digits_cnn_with_its_one_cycle_schedule(tmp_path):
     """A real CNN whose configure_optimizers builds AdamW + OneCycleLR from
     hparams.lr: the sweep runs without the scheduler, and the real schedule

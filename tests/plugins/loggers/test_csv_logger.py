@@ -172,6 +172,7 @@ def test_registered_as_csv_logger(tmp_path):
     assert isinstance(logger, CSVLogger) and logger.name == "n"
 
 
+@pytest.mark.slow
 def test_importing_loggers_does_not_import_tqdm():
     """Importing ember's loggers and callbacks needs no tqdm (the progress bar
     imports it when it first draws). torch itself may import tqdm, so the check

@@ -73,10 +73,12 @@ def run_info(logger: MLflowLogger) -> Any:
     return MlflowClient(tracking_uri=logger.tracking_uri).get_run(logger.version)
 
 
+@pytest.mark.slow
 def test_module_import_and_trainer_do_not_import_mlflow():
     assert_lazy_import("ember.plugins.loggers.mlflow", ("mlflow",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [1, 3])
 def test_fit_metrics_match_what_was_logged(db, tmp_path, every, monkeypatch):
     cwd = tmp_path.parent / f"{tmp_path.name}_cwd"

@@ -50,6 +50,7 @@ def read_hparams(log_dir: str) -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow
 def test_module_import_and_trainer_do_not_import_tensorboard():
     assert_lazy_import("ember.plugins.loggers.tensorboard", ("tensorboard", "tensorflow"))
 

@@ -155,10 +155,12 @@ class OfflineRun:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_module_import_and_trainer_do_not_import_wandb():
     assert_lazy_import("ember.plugins.loggers.wandb", ("wandb",))
 
 
+@pytest.mark.slow
 def test_nothing_starts_before_the_first_write(tmp_path):
     logger = WandbLogger(project="p", save_dir=tmp_path / "w", offline=True)
     assert logger.version is None and logger._run is None

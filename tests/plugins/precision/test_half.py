@@ -35,6 +35,7 @@ def test_only_half_dtypes() -> None:
     assert bf16_true_precision().name == "bf16-true" and half_true_precision().name == "16-true"
 
 
+@pytest.mark.slow
 def test_bf16_true_trains_digits_in_bfloat16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(DIGITS))
     for name in ("model", "data"):

@@ -140,6 +140,7 @@ def test_explicit_device_type_wins_over_the_module() -> None:
 # --------------------------------------------------------------------------- bf16-mixed, real fits
 
 
+@pytest.mark.slow
 def test_bf16_mixed_trains_digits_like_32_true(tmp_path: Path, digits: Any) -> None:
     DigitsCNN, _ = digits
     seen: dict[str, set[torch.dtype]] = {"train": set(), "val": set(), "loss": set()}

@@ -139,6 +139,7 @@ def no_launcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # --------------------------------------------------------------------------- (a) spawn == one process on the global batch
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp"])
 def test_two_processes_match_one_process_on_the_global_batch(strategy: str, no_launcher_env: None) -> None:
@@ -156,6 +157,7 @@ def test_two_processes_match_one_process_on_the_global_batch(strategy: str, no_l
     assert trainer.state.status == "finished"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_manual_optimization_averages_gradients_too(no_launcher_env: None) -> None:
     expected = single_process_weights(epochs=1, global_batch=16)
@@ -188,6 +190,7 @@ print("rank", trainer.global_rank, "done", trainer.global_step)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_torchrun_matches_one_process(tmp_path: Any) -> None:
     out = str(tmp_path / "weights.pt")
@@ -214,6 +217,7 @@ def test_torchrun_matches_one_process(tmp_path: Any) -> None:
 # --------------------------------------------------------------------------- (c) the distributed sampler
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_shuffled_loader_is_split_disjointly_and_reshuffled_each_epoch(tmp_path: Any, no_launcher_env: None) -> None:
     ember.seed_everything(11)
@@ -300,6 +304,7 @@ class _no_warnings:
 # --------------------------------------------------------------------------- (d) sync_dist, loggers, checkpoints
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_sync_dist_means_across_ranks_and_rank_zero_writes(tmp_path: Any, no_launcher_env: None) -> None:
     from ember.plugins.callbacks.model_checkpoint import ModelCheckpoint
@@ -348,6 +353,7 @@ def test_sync_dist_means_across_ranks_and_rank_zero_writes(tmp_path: Any, no_lau
 # --------------------------------------------------------------------------- (e) a failing rank
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_failing_rank_brings_the_job_down_with_its_error(no_launcher_env: None) -> None:
     trainer = ember.Trainer(strategy="ddp_spawn", devices=2, max_epochs=3, **QUIET)

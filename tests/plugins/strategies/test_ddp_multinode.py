@@ -46,6 +46,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_two_nodes_match_one_process_on_the_global_batch(tmp_path: Path) -> None:
     script = tmp_path / "train.py"

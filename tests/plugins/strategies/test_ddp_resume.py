@@ -70,6 +70,7 @@ def trainer(root: Path, callbacks: list[Any] | None = None) -> ember.Trainer:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_two_process_mid_epoch_resume_is_bit_identical(tmp_path: Path) -> None:
     ember.seed_everything(11)

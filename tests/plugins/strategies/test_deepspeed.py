@@ -110,6 +110,7 @@ def assert_weights_close(got: dict[str, torch.Tensor], expected: dict[str, torch
 # --------------------------------------------------------------------------- no deepspeed needed
 
 
+@pytest.mark.slow
 def test_importing_the_plugin_does_not_import_deepspeed() -> None:
     code = (
         "import sys, contextlib, io\n"
@@ -200,6 +201,7 @@ def uninterrupted(strategy: str) -> dict[str, torch.Tensor]:
     return _uninterrupted[strategy]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)  # the first run of the session JIT-builds DeepSpeed's shm comm op
 @pytest.mark.parametrize("strategy", ["deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"])
 def test_two_processes_match_plain_training_on_the_global_batch(strategy: str, ds_env: None) -> None:
@@ -208,6 +210,7 @@ def test_two_processes_match_plain_training_on_the_global_batch(strategy: str, d
     assert_weights_close(got, expected, TRAIN_TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("strategy", ["deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"])
 def test_save_and_resume_continues_to_the_same_weights(strategy: str, ds_env: None, tmp_path: Any) -> None:
@@ -224,6 +227,7 @@ def test_save_and_resume_continues_to_the_same_weights(strategy: str, ds_env: No
     assert_weights_close(module.state_dict(), uninterrupted(strategy), RESUME_TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_accumulation_and_clipping_match_plain_training(ds_env: None) -> None:
     """ember's loop owns the accumulation window; DeepSpeed clips by the global norm."""
@@ -237,6 +241,7 @@ def test_accumulation_and_clipping_match_plain_training(ds_env: None) -> None:
     assert_weights_close(module.state_dict(), expected_module.state_dict(), TRAIN_TOL)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_offload_optimizer_stage_2_with_a_torch_optimizer(ds_env: None) -> None:
     """Offloaded optimizer state stepping the user's torch optimizer on the CPU: no CPUAdam build."""
@@ -255,6 +260,7 @@ def test_offload_optimizer_stage_2_with_deepspeed_cpu_adam(ds_env: None) -> None
     assert_weights_close(module.state_dict(), expected, 1e-4)  # CPUAdam's vectorised update rounds differently
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_bf16_mixed_trains_close_to_float32(ds_env: None) -> None:
     """bf16-mixed → DeepSpeed's ``bf16.enabled`` (bf16 weights in the module, fp32 master weights in ZeRO)."""
