@@ -136,7 +136,10 @@ def note_origin(exc: BaseException, dispatch: Dispatch | None, pm: PluginManager
         if where is None:
             where = _user_method(inner, objects)
         if where is not None:
-            exc.add_note(NOTE_PREFIX + where)
+            if hasattr(exc, "add_note"):
+                exc.add_note(NOTE_PREFIX + where)
+            else:  # Python 3.10: kept where 3.11's traceback would print it
+                exc.__notes__ = [*getattr(exc, "__notes__", []), NOTE_PREFIX + where]  # type: ignore[attr-defined]
             return
 
 
