@@ -191,15 +191,17 @@ def check_arguments(mode: str, save_top_k: Any, every_n_train_steps: Any, every_
 
 
 def score_tensor(value: Any, mode: str) -> Any:
-    """A monitored value as a float64 scalar tensor; NaN ranks below every real value."""
+    """A monitored value as a scalar tensor on the CPU, keeping the logged
+    dtype (as Lightning's ``best_model_score`` does; a Python number becomes a
+    default-dtype tensor); NaN ranks below every real value."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        t = value.detach().to(device="cpu", dtype=torch.float64).reshape(())
+        t = value.detach().to(device="cpu").reshape(())
     else:
-        t = torch.tensor(float(value), dtype=torch.float64)
+        t = torch.tensor(float(value))
     if torch.isnan(t):
-        t = torch.tensor(math.inf if mode == "min" else -math.inf, dtype=torch.float64)
+        t = torch.tensor(math.inf if mode == "min" else -math.inf, dtype=t.dtype)
     return t
 
 

@@ -44,7 +44,16 @@ def assert_same(ours: Any, theirs: Any, where: str = "") -> None:
         assert ours == theirs, f"{where}: ember {ours!r} vs Lightning {theirs!r}"
 
 
-@pytest.mark.parametrize("name", MODULES)
+def _param(name: str) -> Any:
+    slow = getattr(importlib.import_module(f"corpus.{name}"), "SLOW", False)
+    return pytest.param(name, marks=[pytest.mark.slow] if slow else [])
+
+
+def test_corpus_has_the_patterns_the_issue_lists() -> None:
+    assert len(MODULES) >= 12, MODULES
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in MODULES])
 def test_corpus_module_matches_lightning(name: str, tmp_path: Path) -> None:
     case = importlib.import_module(f"corpus.{name}")
     ours = case.run(ember_fw(), tmp_path / "ember")

@@ -10,6 +10,9 @@ logs the rates, whose names change when the group is added.
 
 from __future__ import annotations
 
+#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
+SLOW = True
+
 from typing import Any
 
 import torch
