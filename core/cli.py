@@ -12,7 +12,14 @@
     ember new plugin NAME [--dir PATH]
     ember --version
 
-Exit status: 0 on success, 2 for a usage or stack error, 1 when training fails.
+Exit status: 0 on success, 2 for a user error (usage, stack, path, plugin
+name: one message naming the culprit and the fix, no traceback unless
+``ember --traceback ...`` or ``EMBER_TRACEBACK=1``), 1 when the user's own code
+raised (its traceback is kept). See docs/errors.md and :mod:`ember.cli_errors`.
+
+Layout: this module parses and dispatches; ``cli_run`` runs the stack,
+``cli_plugins`` lists plugins, ``cli_help`` knows the flags and stack keys,
+``cli_errors`` reports errors.
 
 Nothing heavy is imported at module level: ``ember --help`` and ``ember
 --version`` import neither torch nor any plugin, and the commands import

@@ -488,3 +488,21 @@ def test_export_refuses_a_data_class_path_that_is_not_a_datamodule(project: Proj
         parts=("data.class_path = 'os:system': names a function", "ember did not call it"),
     )
     assert not marker.exists(), err
+
+
+def test_hookimpl_argument_mismatch_for_a_plugin_object() -> None:
+    import ember
+    from ember.plugin_manager import PluginManager, PluginValidationError
+
+    class Plugin:
+        @ember.hookimpl
+        def on_train_epoch_end(self, trainer, modle):  # the hook's arguments are (trainer, module)
+            raise AssertionError("never called")
+
+    pm = PluginManager()
+    with pytest.raises(PluginValidationError) as info:
+        pm.register(Plugin(), "mine")
+    text = str(info.value)
+    assert "Plugin 'mine'" in text and "on_train_epoch_end" in text and "'modle' (did you mean 'module'?)" in text, text
+    assert "(trainer, module)" in text and "hookimpl definition" not in text
+    assert not pm.has_plugin("mine")
