@@ -20,6 +20,7 @@ resolve in a new process too (:func:`resolve_named_checkpoint`).
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -116,9 +117,18 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     datamodule = trainer.datamodule
     if datamodule is not None and datamodule._hparams:
         checkpoint["datamodule_hyper_parameters"] = checkpoint_safe(dict(datamodule._hparams))
+    paused = trainer._position.paused  # fit stopped at max_steps inside an epoch: continue that epoch
+    if paused is not None:
+        checkpoint["loops"]["fit"]["callback_metrics"] = paused["callback_metrics"]
+    checkpoint["epoch"] = checkpoint["loops"]["fit"].get("epoch", trainer.current_epoch)
     if not weights_only:
         checkpoint["optimizer_states"] = [opt.state_dict() for opt in trainer.optimizers]
-        checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+        if paused is not None:
+            checkpoint["lr_schedulers"] = copy.deepcopy(paused["lr_schedulers"])
+            for state, groups in zip(checkpoint["optimizer_states"], paused["param_groups"], strict=False):
+                state["param_groups"] = copy.deepcopy(groups)  # the learning rates before the epoch-end scheduler step
+        else:
+            checkpoint["lr_schedulers"] = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
         checkpoint["precision"] = trainer.strategy.precision.state_dict()
         callback_states = {}
         for observer in trainer._stateful_observers():
@@ -131,6 +141,21 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
         for fn in trainer._dispatch.on_save_checkpoint if trainer._dispatch is not None else ():
             fn(trainer, module, checkpoint)
     return checkpoint
+
+
+def pause_state(trainer: Trainer) -> dict[str, Any]:
+    """The loop position and LR scheduler states when ``fit`` stops at
+    ``max_steps`` inside an epoch, taken before the epoch-end hooks and the
+    epoch-interval scheduler step, which the uninterrupted run does only at
+    the epoch's real end: a checkpoint written afterwards resumes inside the
+    epoch, bit-identical to a run that never stopped."""
+    from ember.loops.position import position_state
+
+    loop = {"epoch": trainer.current_epoch, **position_state(trainer)}
+    metrics = trainer._loop_state()["callback_metrics"]
+    schedulers = [config.scheduler.state_dict() for config in trainer.lr_scheduler_configs]
+    groups = [opt.state_dict()["param_groups"] for opt in trainer.optimizers]
+    return copy.deepcopy({"loop": loop, "callback_metrics": metrics, "lr_schedulers": schedulers, "param_groups": groups})
 
 
 def restore_module(trainer: Trainer, checkpoint: dict[str, Any], path: str, strict: bool = True) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ember.checkpointing import pause_state
 from ember.loops.evaluate import run_evaluation
 from ember.loops import prefetch
 from ember.loops.optimization import AutomaticOptimization
@@ -122,6 +123,7 @@ def _train_epoch(trainer: Trainer) -> bool:
     d = trainer._dispatch
     strategy = trainer.strategy
     position = trainer._position
+    position.paused = None  # training goes on after all
     resuming = position.resumes_inside_epoch
     results = Results(default_on_step=True, default_on_epoch=False)
     if resuming and position.results is not None:
@@ -150,6 +152,9 @@ def _train_epoch(trainer: Trainer) -> bool:
         for fn in d.on_train_epoch_start:
             fn(trainer, module)
         yielded = _run_batches(trainer, results, stepper, position if resuming else None)
+        if _stopped_inside_epoch(trainer, position):
+            # A checkpoint saved from here on (even after fit returns) continues this epoch.
+            position.paused = pause_state(trainer)
         position.phase = EPOCH_END
         results.default_on_step, results.default_on_epoch = False, True
         for fn in d.on_train_epoch_end:
@@ -160,8 +165,14 @@ def _train_epoch(trainer: Trainer) -> bool:
         trainer.log_metrics({**logged, "epoch": epoch})
     _step_epoch_schedulers(trainer)
     trainer.current_epoch += 1
-    trainer._position = FitPosition()
+    trainer._position = FitPosition(paused=position.paused)
     return yielded
+
+
+def _stopped_inside_epoch(trainer: Trainer, position: FitPosition) -> bool:
+    """``max_steps`` ended fit with batches of this epoch left (known only for a loader with a length)."""
+    limit = trainer.num_training_batches
+    return trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps and limit != math.inf and position.batches_done < limit
 
 
 def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimization | None, resume: FitPosition | None) -> bool:

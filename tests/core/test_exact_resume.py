@@ -184,3 +184,50 @@ def test_iterable_dataset_resume_warns(tmp_path: Path) -> None:
         _trainer(tmp_path, [_SaveThenCrash("on_train_batch_end", 0, 1, ckpt)], val_check_interval=1.0).fit(_Net(), loader)
     with pytest.warns(UserWarning, match="IterableDataset.*may differ"):
         _trainer(tmp_path, val_check_interval=1.0).fit(_Net(), loader, ckpt_path=ckpt)
+
+
+class _EpochScheduled(_Net):
+    """An epoch-interval LR scheduler as well: stepping it at a max_steps stop
+    inside an epoch would change every later step."""
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=0.02)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def _steps_trainer(tmp_path: Path, max_steps: int, callbacks: list[Any] | None = None) -> ember.Trainer:
+    return ember.Trainer(
+        max_steps=max_steps,
+        val_check_interval=0.5,
+        callbacks=callbacks or [],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("stop_at", [4, 5, 8], ids=["mid-epoch-after-validation", "mid-epoch", "next-epoch-mid"])
+def test_resume_after_a_max_steps_stop_inside_an_epoch_is_bit_identical(tmp_path: Path, stop_at: int) -> None:
+    """fit stops at max_steps in the middle of an epoch; trainer.save_checkpoint
+    afterwards; a new trainer with a larger max_steps resumes from it."""
+    total = 3 * BATCHES_PER_EPOCH
+    ember.seed_everything(7)
+    expected = _EpochScheduled()
+    _steps_trainer(tmp_path, total).fit(expected, **_fit_args("dataloaders"))
+
+    ember.seed_everything(7)
+    first = _steps_trainer(tmp_path, stop_at)
+    first.fit(_EpochScheduled(), **_fit_args("dataloaders"))
+    assert first.global_step == stop_at
+    first.save_checkpoint(tmp_path / "stopped.ckpt")
+
+    ember.seed_everything(999)
+    resumed = _EpochScheduled()
+    trainer = _steps_trainer(tmp_path, total)
+    trainer.fit(resumed, **_fit_args("dataloaders"), ckpt_path=tmp_path / "stopped.ckpt")
+    assert trainer.global_step == total and trainer.current_epoch == 3
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=f"{name} differs after a max_steps={stop_at} stop")
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3
