@@ -2,14 +2,16 @@
 
 ::
 
-    ember plot RUN_DIR [RUN_DIR ...] [--metrics loss,val_acc] [--output plot.png]
+    ember plot RUN_DIR [RUN_DIR ...] [--metrics loss,val_acc] [--output PATH]
 
 Every ``metrics.csv`` under the given directories (a directory may also be the
 file itself) is one run: for example ``lightning_logs/version_3`` or a whole
 ``ember_logs`` directory with one run per version. Each metric gets its own
 subplot, each run one line, with the logged ``step`` on the x axis. Rows that
 leave a metric empty (the logger writes step and epoch metrics in separate
-rows) are skipped for that metric.
+rows) are skipped for that metric. Without ``--output`` the PNG goes next to
+the data: ``plot.png`` in the run directory, or in the closest directory that
+holds every run plotted (``ember_logs/plot.png`` for a whole ``ember_logs``).
 
 Only the standard library is imported at module level; matplotlib (the
 ``plot`` extra) is imported inside :func:`plot_runs`, with the non-interactive
@@ -205,6 +207,14 @@ def plot_runs(runs: list[Run], metrics: list[str], output: str, *, dpi: int = 10
     return output
 
 
+def default_output(runs: list[Run]) -> str:
+    """``plot.png`` in the closest directory holding every run's ``metrics.csv``."""
+    home = os.path.commonpath([os.path.dirname(os.path.abspath(run.path)) for run in runs])
+    path = os.path.join(home, "plot.png")
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -221,7 +231,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (e.g. ember_logs/version_0), a parent of several, or a metrics.csv")
     p.add_argument("--metrics", metavar="A,B", help="comma-separated metric names (default: every metric with values)")
-    p.add_argument("--output", "-o", metavar="PATH", default="plot.png", help="PNG file to write (default: plot.png)")
+    p.add_argument("--output", "-o", metavar="PATH", help="PNG file to write (default: plot.png in the run directory, or in the directory holding all runs)")
     p.add_argument("--title", metavar="TEXT", help="title above the plots")
     p.add_argument("--dpi", type=int, default=100, help="resolution (default 100)")
 
@@ -235,7 +245,7 @@ def run(args: argparse.Namespace, overrides: list[str] | None = None) -> int:
     try:
         runs = load_runs(list(args.runs))
         metrics = choose_metrics(runs, requested)
-        out = plot_runs(runs, metrics, args.output, dpi=args.dpi, title=args.title)
+        out = plot_runs(runs, metrics, args.output or default_output(runs), dpi=args.dpi, title=args.title)
     except PlotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

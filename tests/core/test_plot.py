@@ -157,3 +157,16 @@ def test_help_imports_neither_torch_nor_matplotlib(argv: list[str]) -> None:
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
     assert "plot" in result.stdout
+
+
+def test_without_output_the_png_goes_next_to_the_runs(runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    logs = runs / "ember_logs"
+    assert main(["plot", str(logs / "version_0")]) == 0
+    assert (logs / "version_0" / "plot.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert main(["plot", str(logs)]) == 0  # several runs: the directory that holds them all
+    assert (logs / "plot.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert list(elsewhere.iterdir()) == []  # nothing written into the working directory
+    assert f"wrote {logs / 'version_0' / 'plot.png'}" in capsys.readouterr().out
