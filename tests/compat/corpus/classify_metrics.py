@@ -7,9 +7,6 @@ loss as a tensor; the learning rate drops when ``val_loss`` plateaus.
 
 from __future__ import annotations
 
-#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
-SLOW = True
-
 from typing import Any
 
 import torch
@@ -17,6 +14,9 @@ import torchmetrics
 from frameworks import recording_logger, trainer, weights
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
+SLOW = True
 
 CLASSES = 3
 

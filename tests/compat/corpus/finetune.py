@@ -10,15 +10,15 @@ logs the rates, whose names change when the group is added.
 
 from __future__ import annotations
 
-#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
-SLOW = True
-
 from typing import Any
 
 import torch
 from frameworks import recording_logger, trainer, weights
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
+SLOW = True
 
 
 def data(seed: int, n: int) -> TensorDataset:

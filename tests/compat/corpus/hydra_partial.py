@@ -11,9 +11,6 @@ keeps the partials out of the logger.
 
 from __future__ import annotations
 
-#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
-SLOW = True
-
 import functools
 from typing import Any
 
@@ -23,6 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
+SLOW = True
 
 
 def data(seed: int, n: int) -> TensorDataset:

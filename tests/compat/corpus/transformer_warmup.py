@@ -9,9 +9,6 @@ rate at Lightning's steps.
 
 from __future__ import annotations
 
-#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
-SLOW = True
-
 import math
 from typing import Any
 
@@ -19,6 +16,9 @@ import torch
 from frameworks import recording_logger, trainer, weights
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+#: Several seconds on a loaded CPU: run in the slow tier (python -m pytest -m slow tests/compat).
+SLOW = True
 
 VOCAB, LENGTH, WARMUP = 20, 8, 4
 
