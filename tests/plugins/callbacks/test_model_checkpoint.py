@@ -3,6 +3,7 @@ which one is "best" for metric values the test dictates."""
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -330,3 +331,33 @@ def test_a_crafted_checkpoint_never_decides_where_a_resumed_run_writes(tmp_path,
         assert os.path.dirname(cb.best_model_path) == os.path.dirname(cb.last_model_path) == str(expected)
         assert sorted(os.listdir(target)) == ["victim.ckpt"] and (target / "victim.ckpt").read_bytes() == b"precious"
         assert not (tmp_path / "target" / "last.ckpt").exists()
+
+
+def test_unwritable_checkpoint_directory_fails_at_set_up(tmp_path, make_trainer, regressor, loaders):
+    (tmp_path / "a-file").write_text("")
+    cb = ModelCheckpoint(dirpath=tmp_path / "a-file" / "ckpts")
+    trainer = make_trainer(max_epochs=2, callbacks=[cb])
+    model = regressor()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(OSError, match=r"cannot write checkpoints to .*a-file/ckpts: .*a-file is not a directory\. Set ModelCheckpoint\(dirpath=") as info:
+        trainer.fit(model, *loaders)
+    assert info.value.errno == errno.ENOTDIR and "\n" not in str(info.value)
+    assert trainer.global_step == 0 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_stale_temp_files_of_a_dead_run_are_removed_at_the_next_start(tmp_path, make_trainer, regressor, loaders):
+    import subprocess
+    import sys
+
+    from ember.plugins.checkpoint_io.torch_io import temp_name
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = temp_name(str(tmp_path)).replace(f"-{os.getpid()}-", f"-{dead.pid}-")
+    live = temp_name(str(tmp_path))  # this process's: a save in progress, as far as anyone can tell
+    other = tmp_path / ".tmp-notes.ckpt"  # not ember's pattern
+    for path in (stale, live, other):
+        open(path, "wb").write(b"half a checkpoint")
+    make_trainer(max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path)]).fit(regressor(), *loaders)
+    assert not os.path.exists(stale) and os.path.exists(live) and other.exists()
+    assert ckpts(tmp_path) == [".tmp-notes.ckpt", "epoch=0-step=4.ckpt"]
