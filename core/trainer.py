@@ -24,6 +24,7 @@ from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
 from ember.results import Results, to_float
+from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
 from ember.roles import RoleRegistry
 
 _DEFAULT_SLOTS = (
@@ -57,7 +58,7 @@ def _parse_max_time(value: Any) -> float | None:
     return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
 
 
-class Trainer:
+class Trainer(TrainerCompatMixin):
     """Runs ``fit``, ``validate``, ``test`` and ``predict`` for a :class:`Module`.
 
     Argument names and defaults follow Lightning's ``Trainer``. ember-specific:
@@ -118,8 +119,20 @@ class Trainer:
         plugins: Any = None,
         disable_plugins: Sequence[str] | None = None,
         autoload_plugins: bool | None = None,
+        use_distributed_sampler: bool = True,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        barebones: bool = False,
+        enable_autolog_hparams: bool = True,
     ) -> None:
         trainer_args.check_arguments(locals())
+        if barebones:
+            enable_checkpointing, logger, enable_progress_bar, enable_model_summary, num_sanity_val_steps = barebones_arguments(locals())
+        self.barebones = barebones
+        self.sync_batchnorm = sync_batchnorm
+        self.use_distributed_sampler = use_distributed_sampler
+        self.reload_dataloaders_every_n_epochs = reload_dataloaders_every_n_epochs
+        self.enable_autolog_hparams = enable_autolog_hparams
         self.default_root_dir = os.fspath(default_root_dir) if default_root_dir is not None else os.getcwd()
         self.fast_dev_run = dev = int(fast_dev_run)
         self.max_epochs = 1 if dev else (max_epochs if max_epochs is not None else (1000 if max_steps == -1 and max_time is None else -1))
@@ -162,6 +175,8 @@ class Trainer:
         self._registry = registry = pm.build_registry()
         self.strategy = resolve.resolve_strategy(registry, accelerator, strategy, devices, precision, role_overrides, num_nodes)
         self.accelerator = self.strategy.accelerator
+        if not use_distributed_sampler and hasattr(self.strategy, "use_distributed_sampler"):
+            self.strategy.use_distributed_sampler = False
         self.precision = self.strategy.precision.name
 
         # -- observers ------------------------------------------------------------
@@ -175,7 +190,7 @@ class Trainer:
         if dev or logger is False:
             self.loggers: list[Logger] = []
         elif logger is None or logger is True:
-            self.loggers = [registry.create("logger", "csv", save_dir=self.default_root_dir)]
+            self.loggers = [registry.create("logger", default_logger_name(registry), save_dir=self.default_root_dir)]
         else:
             self.loggers = [logger] if isinstance(logger, Logger) else list(logger)
 
@@ -371,12 +386,15 @@ class Trainer:
         val_dataloaders: Any = None,
         datamodule: DataModule | None = None,
         ckpt_path: str | None = None,
+        weights_only: bool | None = None,
     ) -> None:
         """Train ``model``. Dataloaders come from the arguments, the DataModule or
         the module's ``*_dataloader`` methods. ``ckpt_path`` (a path, ``"last"``
-        or ``"best"``) resumes training from a checkpoint."""
+        or ``"best"``) resumes training from a checkpoint; ``weights_only=False``
+        lets it hold arbitrary pickled objects (only for files you trust)."""
         if isinstance(train_dataloaders, DataModule):
             datamodule, train_dataloaders = train_dataloaders, None
+        self._weights_only = weights_only
         self._run("fit", model, datamodule, {"train": train_dataloaders, "val": val_dataloaders}, ckpt_path, {})
 
     def validate(
@@ -386,8 +404,10 @@ class Trainer:
         ckpt_path: str | None = None,
         verbose: bool = True,
         datamodule: DataModule | None = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run one validation pass; returns one dict of metrics per dataloader."""
+        self._weights_only = weights_only
         return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(
@@ -397,8 +417,10 @@ class Trainer:
         ckpt_path: str | None = None,
         verbose: bool = True,
         datamodule: DataModule | None = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run one test pass; returns one dict of metrics per dataloader."""
+        self._weights_only = weights_only
         return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
 
     def predict(
@@ -406,11 +428,15 @@ class Trainer:
         model: Module | None = None,
         dataloaders: Any = None,
         datamodule: DataModule | None = None,
-        return_predictions: bool = True,
+        return_predictions: bool | None = None,
         ckpt_path: str | None = None,
+        weights_only: bool | None = None,
     ) -> list[Any] | None:
         """Run ``predict_step`` over the predict dataloader(s); returns the
-        predictions (a list per dataloader when there are several)."""
+        predictions (a list per dataloader when there are several).
+        ``return_predictions=None`` means ``True``."""
+        self._weights_only = weights_only
+        return_predictions = True if return_predictions is None else return_predictions
         if isinstance(dataloaders, DataModule):
             datamodule, dataloaders = dataloaders, None
         return self._run("predict", model, datamodule, {"predict": dataloaders}, ckpt_path, {"return_predictions": return_predictions})
@@ -510,7 +536,10 @@ class Trainer:
         if stage == "fit" and ckpt_path is None and self.auto_resume and os.path.exists(self.resume_checkpoint_path):
             ckpt_path = self.resume_checkpoint_path
         path = self._resolve_ckpt_path(ckpt_path, stage)
-        checkpoint = self.strategy.load_checkpoint(path) if path is not None else None
+        if path is not None and getattr(self, "_weights_only", None) is False and os.path.isfile(path):
+            checkpoint = checkpointing.load_checkpoint_file(path, weights_only=False)
+        else:
+            checkpoint = self.strategy.load_checkpoint(path) if path is not None else None
         if checkpoint is not None:
             checkpointing.check_compatible(checkpoint, path)  # type: ignore[arg-type]
             if stage == "fit":
@@ -519,6 +548,7 @@ class Trainer:
             self.datamodule.setup(stage)
         for fn in self._dispatch.setup:
             fn(self, module, stage)
+        setup_compat(self, module)  # configure_model, sync_batchnorm, rank_zero_only.rank
         placed = self.strategy.setup_module(module)
         self._placed_module = placed
         self._clipping_overridden = type(module).configure_gradient_clipping is not Module.configure_gradient_clipping
@@ -535,7 +565,7 @@ class Trainer:
             self._restore(checkpoint, path, full=stage == "fit")  # type: ignore[arg-type]
         if stage != "predict" and self.is_global_zero and self.loggers:
             params = {**(self.datamodule.hparams_initial if self.datamodule is not None else {}), **module.hparams_initial}
-            if params and getattr(module, "_log_hyperparams", True):
+            if params and getattr(module, "_log_hyperparams", True) and self.enable_autolog_hparams:
                 for hook in self._dispatch.on_log_hyperparams:
                     hook(self, params)
 
@@ -569,11 +599,15 @@ class Trainer:
         self._optimizer_handles = [OptimizerHandle(self, opt) for opt in self.optimizers]
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, filepath: str | os.PathLike[str], weights_only: bool = False) -> None:
-        """Write a checkpoint of the current state to ``filepath`` (atomically)."""
+    def save_checkpoint(self, filepath: str | os.PathLike[str], weights_only: bool | None = None, storage_options: Any = None) -> None:
+        """Write a checkpoint of the current state to ``filepath`` (atomically);
+        ``weights_only`` leaves out optimizer and loop state. ``storage_options``
+        must be ``None`` (the checkpoint IO takes no options)."""
         if self.module is None:
             raise RuntimeError("save_checkpoint() needs a module: call it during or after fit/validate/test.")
-        checkpoint = checkpointing.dump(self, weights_only)
+        if storage_options is not None:
+            raise TypeError(f"save_checkpoint(storage_options={storage_options!r}): ember's checkpoint IO takes no storage options; pass None.")
+        checkpoint = checkpointing.dump(self, bool(weights_only))
         self.strategy.save_checkpoint(checkpoint, os.fspath(filepath))
         self.strategy.barrier("save_checkpoint")
 
@@ -616,7 +650,7 @@ class Trainer:
         return os.fspath(ckpt_path)
 
     def _restore(self, checkpoint: dict[str, Any], path: str, full: bool) -> None:
-        checkpointing.restore_module(self, checkpoint, path)
+        checkpointing.restore_module(self, checkpoint, path, strict=self.module.strict_loading)  # type: ignore[union-attr]
         self._ckpt_path = path
         if not full:
             return
@@ -632,6 +666,8 @@ class Trainer:
     def _fire_on_exception(self, exc: BaseException) -> None:
         if self._dispatch is None:
             return
+        if self.datamodule is not None:
+            self.datamodule.on_exception(exc)
         for fn in self._dispatch.on_exception:
             try:
                 fn(self, self.module, exc)

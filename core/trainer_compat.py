@@ -168,6 +168,18 @@ def barebones_arguments(values: dict[str, Any]) -> tuple[Any, ...]:
     return (False, False, False, False, 0)
 
 
+def default_logger_name(registry: Any) -> str:
+    """The logger of ``Trainer(logger=None)``, as in Lightning: TensorBoard
+    when the ``tensorboard`` package is installed (and its plugin enabled),
+    else CSV."""
+    import importlib.util
+
+    names = registry.names("logger")
+    if "tensorboard" in names and importlib.util.find_spec("tensorboard") is not None:
+        return "tensorboard"
+    return "csv"
+
+
 def setup_compat(trainer: Any, module: Any) -> None:
     """Set-up work of every run, before the strategy places the module:
     ``rank_zero_only.rank``, the ``configure_model`` hooks and ``sync_batchnorm``."""

@@ -11,6 +11,7 @@ import torch
 
 from ember.checkpointing import pause_state
 from ember.loops.evaluate import run_evaluation
+from ember.loops.model_mode import batch_mover, overrides, zero_grad_before_validation
 from ember.loops import prefetch
 from ember.loops.optimization import AutomaticOptimization
 from ember.loops.position import (
@@ -25,6 +26,7 @@ from ember.loops.position import (
 from ember.module import Module
 from ember.results import Results
 from ember.seed import isolated_rng, set_rng_state
+from ember.trainer_compat import reload_dataloaders_if_due
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -118,6 +120,8 @@ def _validation_enabled_this_epoch(trainer: Trainer) -> bool:
 
 def _train_epoch(trainer: Trainer) -> bool:
     """One training epoch; returns whether it saw a training batch."""
+    if trainer.reload_dataloaders_every_n_epochs:
+        reload_dataloaders_if_due(trainer)
     module = trainer.module
     assert module is not None
     d = trainer._dispatch
@@ -193,8 +197,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     takes_idx = trainer._step_takes_idx.get("training_step", True)  # training_step(self, batch) is allowed
     max_steps = trainer.max_steps
     max_time = trainer.max_time
-    to_device = strategy.batch_to_device
-    moves_batches = getattr(strategy, "moves_batches", True)
+    to_device, moves_batches = batch_mover(trainer)
 
     # The random state that decides this epoch's order is taken right before
     # iter(): a resumed run restores it there, replays the order, skips what
@@ -251,6 +254,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
             pending = next(iterator, _END)
             is_last = pending is _END
         batch_idx += 1
+        trainer.is_last_batch = is_last
         if moves_batches:
             batch = to_device(batch)
         results.batch = batch  # the batch size is inferred from it only if self.log needs it
@@ -323,10 +327,12 @@ def _validate_in_fit(trainer: Trainer, train_results: Results) -> None:
     def done() -> None:  # a checkpoint written in on_validation_end resumes after this validation
         position.val_pending = False
 
+    zero_grad_before_validation(module)  # type: ignore[arg-type]
     run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_val_batches, sanity=False, before_end=done)
     module._results = train_results  # type: ignore[union-attr]
     trainer.state.stage = "train"
-    module.train()  # type: ignore[union-attr]
+    if not overrides(module, "on_validation_model_train"):
+        module.train()  # type: ignore[union-attr]
 
 
 def _monitor_value(trainer: Trainer, monitor: str, strict: bool) -> Any:

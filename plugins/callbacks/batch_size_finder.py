@@ -62,6 +62,8 @@ class BatchSizeFinder(Callback):
     :param max_trials: at most this many trials (each ``steps_per_trial`` steps).
     :param steps_per_trial: optimizer steps per trial.
     :param batch_arg_name: the attribute (or ``hparams`` key) that holds the batch size.
+    :param margin: ``"binsearch"`` keeps this fraction below the largest size that fitted, as a safety buffer.
+    :param max_val: never try a batch size above this.
 
     After ``fit``: :attr:`optimal_batch_size` and :attr:`trials` (``(size, fitted)`` pairs, in order).
     """
@@ -73,6 +75,8 @@ class BatchSizeFinder(Callback):
         max_trials: int = 25,
         steps_per_trial: int = 3,
         batch_arg_name: str = "batch_size",
+        margin: float = 0.05,
+        max_val: int = 8192,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"BatchSizeFinder(mode={mode!r}) must be 'power' or 'binsearch'.{did_you_mean(str(mode), _MODES)}")
@@ -86,6 +90,10 @@ class BatchSizeFinder(Callback):
         self.max_trials = max_trials
         self.steps_per_trial = steps_per_trial
         self.batch_arg_name = batch_arg_name
+        if not 0.0 <= margin < 1.0 or max_val < init_val:
+            raise ValueError(f"BatchSizeFinder(margin={margin}, max_val={max_val}): margin in [0, 1), max_val >= init_val.")
+        self.margin = margin
+        self.max_val = max_val
         self.optimal_batch_size: int | None = None
         self.trials: list[tuple[int, bool]] = []
 
@@ -175,7 +183,9 @@ class BatchSizeFinder(Callback):
             good = size
             if total is not None and size >= total:
                 return size  # a batch holds the whole dataset: no use going further
-            size = size * 2 if total is None else min(size * 2, total)
+            if size >= self.max_val:
+                return size
+            size = min(size * 2 if total is None else min(size * 2, total), self.max_val)
         if good is None:
             raise BatchSizeFinderError(
                 f"BatchSizeFinder: even batch size {self.init_val} (init_val) ran out of memory. Use a smaller init_val, "
@@ -193,6 +203,7 @@ class BatchSizeFinder(Callback):
                     good = mid
                 else:
                     bad = mid
+            return max(self.init_val, int(good * (1.0 - self.margin)))
         return good
 
 

@@ -68,11 +68,13 @@ def max_rss_bytes() -> int | None:
 class DeviceStatsMonitor(Callback):
     """Log memory (and CPU) statistics of this process and its CUDA device.
 
-    :param cpu_stats: log the process's RSS, peak RSS and CPU use.
+    :param cpu_stats: log the process's RSS, peak RSS and CPU use; ``None``
+        (the default): only when training on the CPU.
     """
 
-    def __init__(self, cpu_stats: bool = True) -> None:
-        self.cpu_stats = bool(cpu_stats)
+    def __init__(self, cpu_stats: bool | None = None) -> None:
+        self.cpu_stats = cpu_stats
+        self._log_cpu = cpu_stats is not False  # None: decided when training starts
         #: Every value logged, as (step, {name: value}) pairs.
         self.history: list[tuple[int, dict[str, float]]] = []
         self._cuda_device: Any = None
@@ -84,7 +86,8 @@ class DeviceStatsMonitor(Callback):
         self._last_times = (time.perf_counter(), time.process_time())
         device = getattr(getattr(trainer, "strategy", None), "root_device", None)
         self._cuda_device = device if getattr(device, "type", None) == "cuda" else None
-        if not self.cpu_stats and self._cuda_device is None:
+        self._log_cpu = self._cuda_device is None if self.cpu_stats is None else bool(self.cpu_stats)
+        if self.cpu_stats is False and self._cuda_device is None:
             warnings.warn("DeviceStatsMonitor(cpu_stats=False) on a non-CUDA device has nothing to log.", stacklevel=2)
         if not getattr(trainer, "loggers", None):
             warnings.warn("DeviceStatsMonitor: the Trainer has no logger, so the statistics are kept in .history only.", stacklevel=2)
@@ -101,7 +104,7 @@ class DeviceStatsMonitor(Callback):
     def stats(self) -> dict[str, float]:
         """The statistics now."""
         out: dict[str, float] = {}
-        if self.cpu_stats:
+        if self._log_cpu:
             rss = rss_bytes()
             if rss is not None:
                 out["device_stats/cpu_rss_mb"] = rss / _MB

@@ -41,7 +41,8 @@ class EarlyStopping(Callback):
     :param monitor: name of a logged metric.
     :param min_delta: an improvement smaller than this does not count.
     :param patience: how many checks in a row without improvement to accept.
-    :param verbose: print a line when the metric improves and when stopping.
+    :param verbose: print a line when the metric improves and when stopping
+        (on every process, tagged with its rank, unless ``log_rank_zero_only``).
     :param mode: ``"min"`` or ``"max"``: which direction is better.
     :param strict: raise when ``monitor`` was not logged (else warn and skip).
     :param check_finite: stop when the metric becomes NaN or infinite.
@@ -62,6 +63,7 @@ class EarlyStopping(Callback):
         stopping_threshold: float | None = None,
         divergence_threshold: float | None = None,
         check_on_train_epoch_end: bool | None = None,
+        log_rank_zero_only: bool = False,
     ) -> None:
         if not monitor or not isinstance(monitor, str):
             raise ValueError("EarlyStopping needs the name of the metric to monitor, e.g. EarlyStopping(monitor='val_loss').")
@@ -73,6 +75,7 @@ class EarlyStopping(Callback):
         self.min_delta = abs(float(min_delta))
         self.patience = patience
         self.verbose = verbose
+        self.log_rank_zero_only = log_rank_zero_only
         self.mode = mode
         self.strict = strict
         self.check_finite = check_finite
@@ -158,8 +161,11 @@ class EarlyStopping(Callback):
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason = reason
             self.stopping_reason_message = message
-        if message and self.verbose and getattr(trainer, "is_global_zero", True):
-            print(f"EarlyStopping: {message}", flush=True)
+        if message and self.verbose:
+            world_size, rank = getattr(trainer, "world_size", 1), getattr(trainer, "global_rank", 0)
+            if rank == 0 or not self.log_rank_zero_only:
+                # Every rank says it (tagged with its rank) unless log_rank_zero_only, as in Lightning.
+                print(f"EarlyStopping: {message}" if world_size == 1 else f"[rank: {rank}] EarlyStopping: {message}", flush=True)
 
     def _evaluate(self, current: float) -> tuple[bool, str | None, str | None]:
         m = self.monitor

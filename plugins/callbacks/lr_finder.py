@@ -217,20 +217,21 @@ class LearningRateFinder(Callback):
     :param early_stop_threshold: stop once the smoothed loss exceeds this many
         times its best; ``None`` never stops early.
     :param update_attr: write the suggestion to the module before its optimizer is built.
-    :param attr_name: where: ``module.<attr_name>`` and/or ``module.hparams[attr_name]``.
+    :param attr_name: where: ``module.<attr_name>`` and/or ``module.hparams[attr_name]``;
+        ``""`` (the default) finds ``lr`` or else ``learning_rate``.
 
     After ``fit``: :attr:`results` (``lrs``, ``losses``) and :meth:`suggestion`.
     """
 
     def __init__(
         self,
-        min_lr: float = 1e-7,
+        min_lr: float = 1e-8,
         max_lr: float = 1,
         num_training_steps: int = 100,
         mode: str = "exponential",
         early_stop_threshold: float | None = 4.0,
         update_attr: bool = True,
-        attr_name: str = "lr",
+        attr_name: str = "",
     ) -> None:
         _check_args(min_lr, max_lr, num_training_steps, mode, early_stop_threshold)
         self.min_lr = min_lr
@@ -254,6 +255,8 @@ class LearningRateFinder(Callback):
 
     def lr_find(self, trainer: Trainer, module: Module) -> float | None:
         """Run the test for ``trainer``'s coming fit of ``module``; returns the suggestion."""
+        if not self.attr_name:
+            self.attr_name = next((n for n in ("lr", "learning_rate") if _tuning.has_attr(module, n)), "lr")
         if self.update_attr and not _tuning.has_attr(module, self.attr_name):
             raise AttributeError(
                 f"LearningRateFinder(update_attr=True) writes the learning rate to {type(module).__name__}.{self.attr_name} "

@@ -58,6 +58,8 @@ class ThroughputMonitor(Callback):
     :param item_name: what ``items_fn`` counts; names ``throughput/{item_name}_per_sec``.
         With ``item_name="samples"`` ``items_fn`` counts the samples instead of ``batch_size_fn``.
     :param window: how many recent batches the rates are averaged over.
+    :param length_fn: Lightning's name for ``items_fn``; its rate is
+        ``throughput/items_per_sec`` unless ``item_name`` says otherwise.
     """
 
     def __init__(
@@ -66,7 +68,13 @@ class ThroughputMonitor(Callback):
         items_fn: Callable[[Any], Any] | None = None,
         item_name: str = "samples",
         window: int = 50,
+        length_fn: Callable[[Any], Any] | None = None,
     ) -> None:
+        if length_fn is not None:
+            # Lightning's name for items_fn: the items (e.g. tokens) of a batch, logged as items_per_sec.
+            if items_fn is not None:
+                raise ValueError("ThroughputMonitor: length_fn is Lightning's name for items_fn; pass one of them.")
+            items_fn, item_name = length_fn, ("items" if item_name == "samples" else item_name)
         if not isinstance(window, int) or window < 1:
             raise ValueError(f"ThroughputMonitor(window={window!r}) must be a positive int.")
         if not item_name or "/" in item_name:

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Ra
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
 from ember.seed import rng_state, set_rng_state
+from ember.strategies import ParallelStrategy
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
 
@@ -76,7 +77,7 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 # --------------------------------------------------------------------------- the strategy
 
 
-class DDPStrategy(SingleDeviceStrategy):
+class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     """Distributed data parallel.
 
     ``use_distributed_sampler`` (default ``True``): give each process its own

@@ -4,6 +4,8 @@ validate/test/predict return, and the per-step dispatch tuples."""
 
 from __future__ import annotations
 
+import importlib.util
+
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,11 @@ def _files_under(path: Path) -> list[str]:
 def test_logger_forms(h: Any, tmp_path: Path) -> None:
     assert h.quiet_trainer(tmp_path, logger=False).loggers == []
     default = h.quiet_trainer(tmp_path, logger=True)
-    assert len(default.loggers) == 1 and type(default.loggers[0]).__name__ == "CSVLogger"
-    assert type(h.quiet_trainer(tmp_path, logger=None).logger).__name__ == "CSVLogger"
+    # Lightning's default: TensorBoard when installed (it is, in the dev environment), else CSV.
+    expected = "TensorBoardLogger" if importlib.util.find_spec("tensorboard") else "CSVLogger"
+    assert len(default.loggers) == 1 and type(default.loggers[0]).__name__ == expected
+    assert type(h.quiet_trainer(tmp_path, logger=None).logger).__name__ == expected
+    assert type(h.quiet_trainer(tmp_path, logger=None, disable_plugins=["tensorboard"]).logger).__name__ == "CSVLogger"
     one = h.RecordingLogger()
     assert h.quiet_trainer(tmp_path, logger=one).loggers == [one] and h.quiet_trainer(tmp_path, logger=one).logger is one
     two = [h.RecordingLogger(), h.RecordingLogger()]
@@ -33,12 +38,20 @@ def test_logger_forms(h: Any, tmp_path: Path) -> None:
     assert two[0].finalized == ["success"]
 
 
+@pytest.mark.slow  # imports TensorBoard (seconds)
 def test_default_logger_writes_under_default_root_dir(h: Any, tmp_path: Path) -> None:
     trainer = h.quiet_trainer(tmp_path, logger=True, enable_checkpointing=True)
     trainer.fit(h.Regressor(), h.loader(16, 8), h.loader(16, 8))
     assert trainer.log_dir.startswith(str(tmp_path))
     files = _files_under(tmp_path)
-    assert any(f.endswith("metrics.csv") for f in files)
+    # As in Lightning: TensorBoard when it is installed, else CSV.
+    try:
+        import tensorboard  # noqa: F401
+
+        assert type(trainer.logger).__name__ == "TensorBoardLogger"
+        assert any("events.out.tfevents" in f for f in files)
+    except ImportError:
+        assert any(f.endswith("metrics.csv") for f in files)
     assert any(f.endswith(".ckpt") for f in files)
     assert trainer.checkpoint_callback is not None
 

@@ -59,7 +59,11 @@ def test_digits_fit_through_the_cli(tmp_path: Path) -> None:
 
     start = time.perf_counter()
     proc = subprocess.run(
-        [*ember_command(), "fit", "--trainer.default_root_dir", str(run_root), "--trainer.enable_progress_bar", "false"],
+        [
+            *ember_command(), "fit", "--trainer.default_root_dir", str(run_root),
+            "--loggers.0.init_args.save_dir", str(run_root),  # the stack's explicit CSV logger
+            "--trainer.enable_progress_bar", "false",
+        ],  # fmt: skip
         cwd=workdir,
         env=env,
         capture_output=True,

@@ -104,7 +104,18 @@ def test_binsearch_mode_bisects_after_the_first_failure(tmp_path):
     _fit(tmp_path, module, finder, dm, max_steps=1)
     # 3, 6, 12, 24 fit and 48 does not; then 36, 30, 27, 25 fail
     assert finder.trials == [(3, True), (6, True), (12, True), (24, True), (48, False), (36, False), (30, False), (27, False), (25, False)]
+    assert dm.batch_size == 22  # 24, less the default 5 % safety margin of binsearch (Lightning's margin=0.05)
+
+
+@pytest.mark.slow
+def test_binsearch_margin_and_max_val(tmp_path):
+    dm, module = Data(n=1000), Net(memory_limit=24)
+    _fit(tmp_path, module, BatchSizeFinder(mode="binsearch", init_val=3, steps_per_trial=1, margin=0.0), dm, max_steps=1)
     assert dm.batch_size == 24
+    dm, module = Data(n=1000), Net(memory_limit=1000)
+    finder = BatchSizeFinder(mode="power", init_val=3, steps_per_trial=1, max_val=20)
+    _fit(tmp_path, module, finder, dm, max_steps=1)
+    assert [size for size, _ in finder.trials] == [3, 6, 12, 20] and dm.batch_size == 20
 
 
 @pytest.mark.slow
