@@ -284,4 +284,3 @@ def test_torchrun_trains_and_async_checkpoint_is_complete_at_exit(tmp_path: Any)
     assert_same(torch.load(out, weights_only=True), expected)
     assert is_sharded_checkpoint(ckpt)
     assert_same(consolidate(ckpt, str(tmp_path / "one.ckpt"))["state_dict"], expected)
-@pytest.mark.slow
