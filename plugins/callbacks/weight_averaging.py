@@ -55,7 +55,15 @@ class WeightAveraging(Callback):
     def setup(self, trainer: Trainer, module: Module, stage: str) -> None:
         if stage != "fit":
             return
-        self._average_model = AveragedModel(module, device=self._device or module.device, use_buffers=self._use_buffers, **self._kwargs)
+        # AveragedModel deep-copies the module: without its link to the trainer (and the run's logging state).
+        links = {name: module.__dict__.get(name) for name in ("_trainer", "_results")}
+        for name in links:
+            object.__setattr__(module, name, None)
+        try:
+            self._average_model = AveragedModel(module, device=self._device or module.device, use_buffers=self._use_buffers, **self._kwargs)
+        finally:
+            for name, value in links.items():
+                object.__setattr__(module, name, value)
         if self._pending_state is not None:
             self._average_model.load_state_dict(self._pending_state)
             self._pending_state = None
