@@ -236,7 +236,7 @@ RECORD_FILE = "ember_checkpoints.json"
 def write_record(directory: str, key: str, entry: dict[str, Any]) -> None:
     """Update ``entry`` (file names relative to ``directory``) under ``key`` in
     the directory's record, atomically (a temporary file renamed over it)."""
-    from ember.plugins.checkpoint_io.torch_io import temp_name
+    from ember.plugins.checkpoint_io.torch_io import temp_name, write_error
 
     path = os.path.join(directory, RECORD_FILE)
     record = read_record(directory) or {"format": 1, "callbacks": {}}
@@ -247,9 +247,11 @@ def write_record(directory: str, key: str, entry: dict[str, Any]) -> None:
             json.dump(record, f, indent=1, sort_keys=True)
             f.write("\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(exc, path) from None
         raise
 
 

@@ -416,7 +416,7 @@ class ModelCheckpoint(Callback):
             trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)  # ours: replaced atomically
         else:
             # Not ours: claimed atomically, so a concurrent run's file of that name is never replaced.
-            with claiming_names(lambda taken: self._next_free(taken, reusable)) as claim:
+            with claiming_names(filepath, lambda taken: self._next_free(taken, reusable)) as claim:
                 trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)
             claimed = claim.path or filepath
             if several:

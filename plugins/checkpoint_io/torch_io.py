@@ -145,9 +145,11 @@ class _RecordingWriter:
 
 @dataclass
 class Claim:
-    """See :func:`claiming_names`: ``next_name(path)`` gives the name to try
-    after ``path`` was taken; ``path`` is the name the save used."""
+    """See :func:`claiming_names`: a save to ``target`` claims its name;
+    ``next_name(path)`` gives the name to try after ``path`` was taken;
+    ``path`` is the name the save used."""
 
+    target: str
     next_name: Callable[[str], str]
     path: str | None = None
 
@@ -156,9 +158,11 @@ _claim: contextvars.ContextVar[Claim | None] = contextvars.ContextVar("ember_che
 
 
 @contextlib.contextmanager
-def claiming_names(next_name: Callable[[str], str]) -> Iterator[Claim]:
-    """Saves made inside never replace an existing file (see the module docstring)."""
-    claim = Claim(next_name)
+def claiming_names(target: str, next_name: Callable[[str], str]) -> Iterator[Claim]:
+    """A save to ``target`` made inside never replaces an existing file (see
+    the module docstring). Other files written meanwhile (a sharded format's
+    parts) are written as usual."""
+    claim = Claim(os.path.abspath(target), next_name)
     token = _claim.set(claim)
     try:
         yield claim
@@ -202,6 +206,8 @@ class TorchCheckpointIO:
             raise write_error(exc, path) from None
         tmp = temp_name(directory)
         claim = _claim.get()
+        if claim is not None and (claim.path is not None or os.path.abspath(path) != claim.target):
+            claim = None
         writer = None
         try:
             # O_EXCL with 0o666: the process umask decides the mode, as with torch.save(path).

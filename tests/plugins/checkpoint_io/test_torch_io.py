@@ -194,12 +194,13 @@ def test_claiming_names_never_replaces_an_existing_file(tmp_path: Path) -> None:
     io = TorchCheckpointIO()
     target = tmp_path / "a.ckpt"
     io.save_checkpoint({"v": "theirs"}, str(target))
-    with claiming_names(lambda p: p.replace(".ckpt", "-v1.ckpt") if "-v" not in p else p.replace("-v1", "-v2")) as claim:
+    with claiming_names(str(target), lambda p: p.replace(".ckpt", "-v1.ckpt") if "-v" not in p else p.replace("-v1", "-v2")) as claim:
+        io.save_checkpoint({"v": "part"}, str(tmp_path / "sub" / "a.ckpt"))  # not the claimed name: written as usual
         io.save_checkpoint({"v": "mine"}, str(target))
     assert claim.path == str(tmp_path / "a-v1.ckpt")
     assert io.load_checkpoint(str(target)) == {"v": "theirs"}
     assert io.load_checkpoint(claim.path) == {"v": "mine"}
-    assert sorted(os.listdir(tmp_path)) == ["a-v1.ckpt", "a.ckpt"]
+    assert sorted(os.listdir(tmp_path)) == ["a-v1.ckpt", "a.ckpt", "sub"] and io.load_checkpoint(str(tmp_path / "sub" / "a.ckpt")) == {"v": "part"}
 
 
 FSIZE_CHILD = textwrap.dedent(
