@@ -23,6 +23,13 @@ for these fixtures by name, with no import and no ``conftest.py``:
 and :func:`assert_survives_resume` checks that a callback's or plugin's
 ``state_dict()`` comes back from a checkpoint and the run carries on.
 
+For logger authors, :class:`LoggerConformance` is the logger conformance
+suite: subclass it with a :class:`LoggerSpec` (how to build the logger, how to
+read its store back, its flush settings and SIGKILL loss bound) and pytest
+runs seven real-fit scenarios against the logger (short run, flush
+thresholds, several loggers, evaluation without fit, exception, SIGTERM and
+resume, SIGKILL); see docs/loggers.md, "Testing a logger".
+
 The plugin does nothing else: no hooks, no options, no collection changes.
 Importing it defines the fixtures and imports neither torch nor the rest of
 ember; the classes above load on first use (``from ember.testing import
@@ -44,9 +51,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUIET_DEFAULTS",
+    "Handle",
     "HookCall",
     "HookRecorder",
+    "KillBound",
+    "LoggerConformance",
+    "LoggerSpec",
     "ResumeReport",
+    "Stored",
     "TinyDataModule",
     "TinyModule",
     "assert_survives_resume",
@@ -58,9 +70,17 @@ __all__ = [
 
 #: names served from ember._testing_support on first use (it imports torch)
 _LAZY = frozenset({"QUIET_DEFAULTS", "HookCall", "HookRecorder", "ResumeReport", "TinyDataModule", "TinyModule"})
+#: names served from ember.logger_conformance on first use (the logger conformance suite)
+_LAZY_CONFORMANCE = frozenset({"Handle", "KillBound", "LoggerConformance", "LoggerSpec", "Stored"})
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_CONFORMANCE:
+        from ember import logger_conformance
+
+        value = getattr(logger_conformance, name)
+        globals()[name] = value
+        return value
     if name in _LAZY:
         from ember import _testing_support
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -288,8 +289,17 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         position.val_pending = validate_now
         if batch_end:
             outputs = _detached_outputs(output)
-            for fn in batch_end:
-                fn(trainer, module, outputs, batch, batch_idx)
+            try:
+                for fn in batch_end:
+                    fn(trainer, module, outputs, batch, batch_idx)
+            except BaseException:
+                # A batch-end hook ended the run (preemption saves and raises
+                # here) after the step completed: its metrics still reach the
+                # loggers, since a resumed run starts at the next step.
+                if stepped and log_steps and trainer.global_step % log_every == 0:
+                    with contextlib.suppress(Exception):  # the hook's error is the one to report
+                        trainer._log_step_metrics()
+                raise
         if stepped and log_steps and trainer.global_step % log_every == 0:
             trainer._log_step_metrics()
         if validate_now:

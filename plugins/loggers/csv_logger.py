@@ -6,7 +6,12 @@ Layout::
     {save_dir}/{name}/version_{N}/hparams.json
 
 ``log_metrics`` only stores the values; they are written every
-``flush_logs_every_n_steps`` rows and when the logger is saved or finalized.
+``flush_logs_every_n_steps`` rows, at the first logging call ``flush_secs``
+after the last write, and when the logger is saved or finalized (also when
+the run fails or is interrupted). A process killed outright (SIGKILL) loses
+at most the rows since the last write: fewer than
+``flush_logs_every_n_steps``, all logged within ``flush_secs`` plus one
+logging interval of the kill.
 When a metric name appears that the file's header does not have yet, the file
 is rewritten once with the wider header, so it always stays a valid CSV that
 ``csv.DictReader`` reads.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 import warnings
 from typing import Any
 
@@ -60,6 +66,8 @@ class CSVLogger(VersionedLogger):
         ``version_N``.
     :param flush_logs_every_n_steps: how many logged rows to keep in memory
         before writing them out.
+    :param flush_secs: rows are also written at the first logging call this
+        many seconds after the last write (``None``: by count only).
     """
 
     def __init__(
@@ -68,9 +76,14 @@ class CSVLogger(VersionedLogger):
         name: str = "ember_logs",
         version: int | str | None = None,
         flush_logs_every_n_steps: int = 100,
+        flush_secs: float | None = 5.0,
     ) -> None:
         if flush_logs_every_n_steps < 1:
             raise ValueError(f"CSVLogger(flush_logs_every_n_steps={flush_logs_every_n_steps}) must be at least 1.")
+        if flush_secs is not None and flush_secs < 0:
+            raise ValueError(f"CSVLogger(flush_secs={flush_secs}) must be >= 0, or None to write by count only.")
+        self._flush_secs = flush_secs
+        self._last_write = time.monotonic()
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version
@@ -93,7 +106,9 @@ class CSVLogger(VersionedLogger):
     # ------------------------------------------------------------------ logging
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._rows.append((step, dict(metrics)))
-        if len(self._rows) >= self._flush_every:
+        if len(self._rows) >= self._flush_every or (
+            self._flush_secs is not None and time.monotonic() - self._last_write >= self._flush_secs
+        ):
             self.save()
 
     def log_hyperparams(self, params: dict[str, Any] | Any) -> None:
@@ -116,6 +131,7 @@ class CSVLogger(VersionedLogger):
 
     def save(self) -> None:
         """Write the buffered rows to ``metrics.csv``."""
+        self._last_write = time.monotonic()
         if not self._rows:
             return
         rows, self._rows = self._rows, []

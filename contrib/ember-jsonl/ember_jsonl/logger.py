@@ -5,9 +5,13 @@ Layout::
     {save_dir}/{name}/version_{N}/metrics.jsonl    {"step": 12, "metrics": {"loss": 0.31, "epoch": 1.0}, "time": 1718000000.5}
     {save_dir}/{name}/version_{N}/hparams.json     the module's (and DataModule's) hyperparameters
 
-Records are kept in memory and appended every ``flush_every`` records, when a
-checkpoint is written (so that everything logged before a checkpoint is on
-disk with it) and when the run ends, also when it fails.
+Records are kept in memory and appended every ``flush_every`` records, at the
+first record ``flush_secs`` after the last write, when a checkpoint is
+written (so that everything logged before a checkpoint is on disk with it)
+and when the run ends, also when it fails. A process killed outright
+(SIGKILL) loses at most the records since the last write: fewer than
+``flush_every``, all logged within ``flush_secs`` plus one logging interval
+of the kill.
 
 Resuming: the logger's state in a checkpoint is its version, so a ``fit``
 resumed from that checkpoint writes to the same file. When the checkpoint is
@@ -111,6 +115,8 @@ class JSONLinesLogger(ember.Logger):
         configured; a saved absolute or ``..`` path is never followed.
     :param flush_every: how many records to keep in memory before appending
         them to the file.
+    :param flush_secs: records are also appended at the first record this
+        many seconds after the last write (``None``: by count only).
     """
 
     def __init__(
@@ -119,9 +125,14 @@ class JSONLinesLogger(ember.Logger):
         name: str = "ember_logs",
         version: int | str | None = None,
         flush_every: int = 50,
+        flush_secs: float | None = 5.0,
     ) -> None:
         if int(flush_every) != flush_every or flush_every < 1:
             raise ValueError(f"JSONLinesLogger(flush_every={flush_every!r}) must be a positive integer.")
+        if flush_secs is not None and flush_secs < 0:
+            raise ValueError(f"JSONLinesLogger(flush_secs={flush_secs!r}) must be >= 0, or None to write by count only.")
+        self._flush_secs = flush_secs
+        self._last_write = time.monotonic()
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
         self._version = version
@@ -185,7 +196,9 @@ class JSONLinesLogger(ember.Logger):
                 return  # this record at the checkpoint's step is in the file already
         record = {"step": step, "metrics": {str(k): _number(v) for k, v in metrics.items()}, "time": time.time()}
         self._buffer.append(json.dumps(record))
-        if len(self._buffer) >= self._flush_every:
+        if len(self._buffer) >= self._flush_every or (
+            self._flush_secs is not None and time.monotonic() - self._last_write >= self._flush_secs
+        ):
             self.save()
 
     def log_hyperparams(self, params: dict[str, Any] | Any) -> None:
@@ -204,6 +217,7 @@ class JSONLinesLogger(ember.Logger):
 
     def save(self) -> None:
         """Append the buffered records to ``metrics.jsonl``."""
+        self._last_write = time.monotonic()
         if not self._buffer:
             return
         lines, self._buffer = self._buffer, []
