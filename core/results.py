@@ -265,7 +265,7 @@ class Results:
     # ------------------------------------------------------------------ reading
     @staticmethod
     def _step_name(entry: _Entry) -> str:
-        return entry.name + "_step" if entry.on_epoch else entry.name
+        return forked(entry.name, "_step") if entry.on_epoch else entry.name
 
     def step_values(self, only_fresh: bool = True, for_logger: bool = True) -> dict[str, Any]:
         """Step-level values logged since the last call (they are then no longer fresh)."""
@@ -285,13 +285,13 @@ class Results:
             if entry.on_epoch and entry.name not in self.epoch_values and entry.metric is None:
                 value = entry.epoch_value(None)
                 if value is not None:
-                    out[entry.name + "_epoch" if entry.on_step else entry.name] = value
+                    out[forked(entry.name, "_epoch") if entry.on_step else entry.name] = value
             if entry.on_step and entry.last is not None:
                 last = entry.step_value()
                 if entry.name not in self.epoch_values:  # after the epoch, the plain name is the epoch value
                     out[entry.name] = last
                 if entry.on_epoch:
-                    out[entry.name + "_step"] = last
+                    out[forked(entry.name, "_step")] = last
         return out
 
     def progress_bar_metrics(self) -> dict[str, Any]:
@@ -353,13 +353,20 @@ class Results:
             if value is None:
                 continue
             callback[entry.name] = value
-            name = entry.name + "_epoch" if entry.on_step else entry.name
+            name = forked(entry.name, "_epoch") if entry.on_step else entry.name
             callback[name] = value
             if entry.logger:
                 logged[name] = value
         self.epoch_values = callback
         metric_logging.reset_all(self)
         return callback, logged
+
+
+def forked(name: str, tag: str) -> str:
+    """``name`` with ``_step``/``_epoch``, placed before a ``/dataloader_idx_N``
+    suffix as Lightning does (``loss_epoch/dataloader_idx_0``)."""
+    base, sep, index = name.rpartition("/dataloader_idx_")
+    return f"{base}{tag}{sep}{index}" if sep else name + tag
 
 
 def to_float(value: Any) -> float:
