@@ -6,7 +6,7 @@ import datetime
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -630,23 +630,8 @@ class Trainer(TrainerCompatMixin):
         if ckpt_path is None:
             return None
         if ckpt_path in ("best", "last"):
-            attr = "best_model_path" if ckpt_path == "best" else "last_model_path"
-            for cb in self.checkpoint_callbacks:
-                path = getattr(cb, attr, "") or ""
-                if path:
-                    return path
-            if ckpt_path == "last":
-                found = _newest_checkpoint(
-                    [getattr(cb, "dirpath", None) for cb in self.checkpoint_callbacks] + [os.path.join(self.log_dir, "checkpoints")]
-                )
-                if found:
-                    return found
-            if stage == "fit" and ckpt_path == "last":
-                warnings.warn("ckpt_path='last': no checkpoint found, so training starts from scratch.", stacklevel=4)
-                return None
-            raise ValueError(
-                f"ckpt_path={ckpt_path!r}: no {ckpt_path} checkpoint is known (none of the checkpoint callbacks recorded one). Pass a file path."
-            )
+            # In memory after this trainer trained, else from the records on disk (a new process).
+            return checkpointing.resolve_named_checkpoint(self, ckpt_path, stage)
         return os.fspath(ckpt_path)
 
     def _restore(self, checkpoint: dict[str, Any], path: str, full: bool) -> None:
@@ -695,14 +680,3 @@ class Trainer(TrainerCompatMixin):
             if module is not None:
                 module._results = None
             self.state.stage = None
-
-
-def _newest_checkpoint(dirs: Iterable[str | None]) -> str | None:
-    found = []
-    for d in dirs:
-        if d and os.path.isdir(d):
-            for name in os.listdir(d):
-                if name.endswith(".ckpt") and not name.startswith(".tmp-"):
-                    path = os.path.join(d, name)
-                    found.append((os.path.getmtime(path), path))
-    return max(found)[1] if found else None
