@@ -42,22 +42,6 @@ class TrainerState:
     status: str = "initializing"  # "running", "finished", "interrupted", "failed"
 
 
-def _parse_max_time(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return datetime.timedelta(**value).total_seconds()
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r"(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})", str(value))
-    if not match:
-        raise ValueError(f"max_time={value!r}: use 'DD:HH:MM:SS', a datetime.timedelta, a dict for timedelta, or seconds.")
-    d, h, m, s = map(int, match.groups())
-    return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s).total_seconds()
-
-
 class Trainer(TrainerCompatMixin):
     """Runs ``fit``, ``validate``, ``test`` and ``predict`` for a :class:`Module`.
 
