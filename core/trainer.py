@@ -51,15 +51,15 @@ class Trainer(TrainerCompatMixin):
     Every argument's accepted values are in :mod:`ember.trainer_args`.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Trainer:
-        if args or kwargs:
-            trainer_args.check_names(cls, args, kwargs)
-        return super().__new__(cls)
-
     #: Training batches copied to the device ahead of their step (see
     #: :mod:`ember.loops.prefetch`): ``None`` on for CUDA and off elsewhere,
     #: ``False`` off, ``True`` on, an ``int`` on with that many batches ahead.
     device_prefetch: bool | int | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Trainer:
+        if args or kwargs:
+            trainer_args.check_names(cls, args, kwargs)
+        return super().__new__(cls)
 
     def __init__(
         self,
