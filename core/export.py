@@ -231,12 +231,12 @@ def _param_bytes(module: torch.nn.Module) -> int:
 
 def to_onnx(
     module: torch.nn.Module,
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None,
     input_sample: Any = None,
     *,
     dynamic_batch: bool = True,
     **kwargs: Any,
-) -> Path:
+) -> Any:
     """Export ``module.forward`` to an ONNX file with :func:`torch.onnx.export`.
 
     :param path: the ``.onnx`` file to write (its folder is created).
@@ -249,14 +249,18 @@ def to_onnx(
     (several), or after the keyword arguments of a dict sample; outputs ``output``
     (one tensor) or ``output_0``, ``output_1``, ... Weights are stored inside the
     file unless the model is too large for one ONNX file (then next to it, as
-    ``<name>.data``). Returns the path written.
+    ``<name>.data``). Returns the path written; with ``path=None`` nothing is
+    written and the ``torch.onnx.ONNXProgram`` is returned (``.save(path)`` writes it).
     """
     args, sample_kwargs = _prepare(module, input_sample, dynamic_batch)
     use_dynamo = kwargs.get("dynamo", True)
     if use_dynamo:
         _check_onnx_deps()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path is None and not use_dynamo:
+        raise ExportError("to_onnx without a file path returns the ONNX program, which needs the dynamo exporter (dynamo=True).")
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     if "input_names" not in kwargs and not sample_kwargs:
         kwargs["input_names"] = ["input"] if len(args) == 1 else [f"input_{i}" for i in range(len(args))]
     if "output_names" not in kwargs:
@@ -276,7 +280,7 @@ def to_onnx(
     with _eval_mode(module), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         try:
-            torch.onnx.export(module, args, os.fspath(path), kwargs=sample_kwargs or None, **kwargs)
+            program = torch.onnx.export(module, args, os.fspath(path) if path is not None else None, kwargs=sample_kwargs or None, **kwargs)
         except ExportError:
             raise
         except ImportError as exc:
@@ -285,7 +289,7 @@ def to_onnx(
             ) from exc
         except Exception as exc:
             raise _export_failed("torch.onnx.export", module, exc, dynamic) from exc
-    return path
+    return path if path is not None else program
 
 
 # --------------------------------------------------------------------------- by name

@@ -346,8 +346,9 @@ class Module(HyperparametersMixin, ModuleCompatMixin, torch.nn.Module):
         return module
 
     # ------------------------------------------------------------------ export (see ember.export)
-    def to_onnx(self, file_path: Any, input_sample: Any = None, **kwargs: Any) -> Any:
-        """Export ``forward`` to an ONNX file; ``input_sample`` defaults to
+    def to_onnx(self, file_path: Any = None, input_sample: Any = None, **kwargs: Any) -> Any:
+        """Export ``forward`` to an ONNX file (``file_path=None``: return the
+        ``ONNXProgram`` without writing); ``input_sample`` defaults to
         ``example_input_array``. See :func:`ember.export.to_onnx`."""
         from ember.export import to_onnx
 

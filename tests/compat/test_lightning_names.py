@@ -416,3 +416,14 @@ def test_namespaces_import_lazily_and_python_m_ember_runs() -> None:
     assert out.strip() == "[]", out
     proc = subprocess.run([sys.executable, "-m", "ember", "--help"], capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 0 and "fit" in proc.stdout
+
+
+@pytest.mark.slow  # the dynamo ONNX exporter takes seconds
+def test_to_onnx_without_a_path_returns_the_program(tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+    model = Net()
+    model.example_input_array = torch.randn(2, 4)
+    program = model.to_onnx()
+    assert type(program).__name__ == "ONNXProgram" and not list(tmp_path.iterdir())
+    program.save(str(tmp_path / "m.onnx"))
+    assert (tmp_path / "m.onnx").stat().st_size > 0
