@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
-import tempfile
 from typing import Any
 
 
@@ -31,10 +31,8 @@ class ConsolidateError(Exception):
 def consolidate(sharded_dir: str | os.PathLike[str], output_file: str | os.PathLike[str]) -> dict[str, Any]:
     """Write the sharded checkpoint in ``sharded_dir`` as one checkpoint file
     ``output_file``; returns the checkpoint written."""
-    import torch
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
     from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
+    from ember.plugins.strategies import safe_dcp
     from ember.plugins.strategies.fsdp import META_FILE, SHARDED_KEY, optimizer_state_to_ids
 
     sharded_dir, output_file = os.fspath(sharded_dir), os.fspath(output_file)
@@ -51,10 +49,8 @@ def consolidate(sharded_dir: str | os.PathLike[str], output_file: str | os.PathL
     io = TorchCheckpointIO()
     meta = io.load_checkpoint(meta_path)
     info = meta.pop(SHARDED_KEY, {})
-    with tempfile.TemporaryDirectory(prefix="ember-consolidate-") as tmp:
-        flat_path = os.path.join(tmp, "flat.pt")
-        dcp_to_torch_save(sharded_dir, flat_path)
-        shards = torch.load(flat_path, map_location="cpu", weights_only=True)
+    # Never PyTorch's dcp_to_torch_save: it unpickles .metadata and non-tensor values with plain pickle.
+    shards = safe_dcp.load_full(sharded_dir)
     if "model" not in shards:
         raise ConsolidateError(f"{sharded_dir!r} holds no model state (keys: {', '.join(map(str, shards))}).")
     checkpoint = dict(meta)
@@ -101,7 +97,7 @@ def add_parser(checkpoint_group: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         checkpoint = consolidate(args.path, args.output)
-    except (ConsolidateError, FileNotFoundError) as exc:
+    except (ConsolidateError, FileNotFoundError, pickle.UnpicklingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n = len(checkpoint["state_dict"])

@@ -22,18 +22,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
-import io
 import os
-import pickle
-import shutil
-import socket
 import sys
-import tempfile
-import time
-import traceback
-import types
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,15 +32,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 from ember.plugin_manager import hookimpl
+from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure, skipped
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
-from ember.seed import rng_state, set_rng_state
+from ember.plugins.strategies.spawn_launcher import (  # noqa: F401  (re-exported: fsdp, deepspeed, ember-xla, tests)
+    DDPWorkerError,
+    _dumps,
+    _load_shipped,
+    _ship,
+    _SpawnLauncher,
+    find_free_port,
+)
 from ember.strategies import ParallelStrategy
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
-
-
-class DDPWorkerError(RuntimeError):
-    """A worker process of a spawned run failed; the message names its rank and error."""
 
 
 # --------------------------------------------------------------------------- the module wrapper
@@ -83,7 +78,8 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     ``use_distributed_sampler`` (default ``True``): give each process its own
     slice of every map-style ``DataLoader`` whose sampler is sequential or
     random. ``process_group_backend``: ``"gloo"``/``"nccl"`` (default: by
-    device). ``timeout``: for collectives, as in ``init_process_group``.
+    device). ``timeout``: for collectives (seconds or a ``timedelta``; default
+    10 minutes, see :mod:`ember.plugins.strategies.rank_failure`).
     ``devices`` may be an int when the strategy object is built by hand
     (``Trainer(devices=...)`` is not handed to strategy objects).
     Other keywords (``find_unused_parameters``, ``static_graph``,
@@ -117,7 +113,9 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         self.num_nodes = int(num_nodes)
         self.use_distributed_sampler = use_distributed_sampler
         self.process_group_backend = process_group_backend
-        self.timeout = datetime.timedelta(seconds=timeout) if isinstance(timeout, (int, float)) else timeout
+        self.timeout = as_timeout(timeout)
+        #: The exception this rank raised, once it raised: collectives then raise at once (no waiting for peers).
+        self.failed: BaseException | None = None
         self.ddp_kwargs = ddp_kwargs
         self._device = torch.device("cpu")
         self._needs_transfer = False
@@ -222,8 +220,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
             os.environ["MASTER_PORT"] = str(self.environment.main_port)
         backend = self.process_group_backend or ("nccl" if self._device.type == "cuda" else "gloo")
         kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://", "rank": global_rank, "world_size": world_size}
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
+        kwargs["timeout"] = self.timeout
         dist.init_process_group(**kwargs)
         self._owns_process_group = True
         if not self._spawned_worker:
@@ -323,8 +320,12 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         return self.precision.convert_input(batch)
 
     # ----------------------------------------------------------------- collectives
-    def _group_ready(self) -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    def _group_ready(self, what: str = "a collective") -> bool:
+        """Whether collectives run (a group of more than one). Raises once this rank failed."""
+        ready = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if ready and self.failed is not None:
+            raise skipped(self.global_rank, self.world_size, what, self.failed)
+        return ready
 
     def reduce(self, tensor: Any, op: str = "mean") -> Any:
         if not self._group_ready():
@@ -376,7 +377,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         return box[0]
 
     def barrier(self, name: str | None = None) -> None:
-        if not self._group_ready():
+        if not self._group_ready(f"barrier {name!r}" if name else "a barrier"):
             return
         if self._device.type == "cuda" and dist.get_backend() == "nccl":
             dist.barrier(device_ids=[self._device.index])
@@ -387,8 +388,10 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     def _teardown_at_exit(self) -> None:
         """Under torchrun/srun: wait (bounded) for the other ranks before destroying the
         group; a peer vanishing mid-teardown can abort gloo ("terminate called
-        without an active exception") after all the work is done."""
-        if self._owns_process_group and self._group_ready() and dist.get_backend() == "gloo":
+        without an active exception") after all the work is done. Not after a
+        failure: a rank that raised leaves at once, so the launcher sees it."""
+        failing = self.failed is not None or getattr(sys, "last_value", None) is not None  # last_value: an uncaught exception
+        if not failing and self._owns_process_group and self._group_ready() and dist.get_backend() == "gloo":
             try:
                 dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
             except Exception:
@@ -406,6 +409,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_wrapped"] = None  # a DDP object does not cross process boundaries
+        state["failed"] = None
         return state
 
 
@@ -439,252 +443,13 @@ def _with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
     return DataLoader(loader.dataset, **kwargs)
 
 
-# --------------------------------------------------------------------------- the spawn launcher
-
-
-def find_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _ModulesByName(pickle.Pickler):
-    """Pickles module objects (the trainer's plugin manager holds some) as an import by name."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, types.ModuleType):
-            return _import_module, (obj.__name__,)
-        return NotImplemented
-
-
-def _import_module(name: str) -> types.ModuleType:
-    import importlib
-
-    return importlib.import_module(name)
-
-
-def _dumps(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    _ModulesByName(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buffer.getvalue()
-
-
-class _SpawnLauncher:
-    """Starts the processes of a run and brings rank zero's results back."""
-
-    def __init__(self, strategy: DDPStrategy) -> None:
-        self.strategy = strategy
-
-    def should_launch(self) -> bool:
-        s = self.strategy
-        if s._spawned_worker or s._ranks is not None:
-            return False
-        if s.always_spawn:
-            return True
-        if s._uses_external_launcher():
-            return False
-        return s.num_processes * s.num_nodes > 1
-
-    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
-        s = self.strategy
-        trainer = getattr(function, "__self__", None)
-        nprocs = s.num_processes
-        num_nodes = s.num_nodes
-        env = s.environment
-        node_rank = env.node_rank() if num_nodes > 1 else 0
-        address = os.environ.get("MASTER_ADDR") or (env.main_address if num_nodes > 1 else "127.0.0.1")
-        if os.environ.get("MASTER_PORT"):
-            port = int(os.environ["MASTER_PORT"])
-        else:
-            port = env.main_port if num_nodes > 1 else find_free_port()
-        workdir = tempfile.mkdtemp(prefix="ember-ddp-")
-        try:
-            # The workers continue the caller's random state, as if the run had
-            # stayed in this process: seed_everything before fit() then decides
-            # dropout and shuffling in every rank, and identically on each.
-            payload = _dumps((function, args, rng_state()))
-            context = torch.multiprocessing.start_processes(
-                _worker,
-                args=(payload, nprocs, node_rank, num_nodes, address, port, workdir),
-                nprocs=nprocs,
-                join=False,
-                start_method="spawn",
-            )
-            try:
-                while not context.join():
-                    pass
-            except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException) as exc:
-                error = self._failure(exc, workdir, nprocs, node_rank, num_nodes)
-                raise error from error.__cause__  # the worker's own exception, when it could be sent
-            result_path = os.path.join(workdir, "result.pt")
-            if not os.path.isfile(result_path):
-                if node_rank != 0:
-                    return None  # rank zero lives on another node
-                raise DDPWorkerError("ddp_spawn: rank 0 ended without an error but wrote no result.")
-            shipped = torch.load(result_path, weights_only=False)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if trainer is not None:
-            _load_shipped(trainer, shipped)
-        return shipped["return"]
-
-    def _failure(self, exc: BaseException, workdir: str, nprocs: int, node_rank: int, num_nodes: int) -> DDPWorkerError:
-        world = nprocs * num_nodes
-        reports = []
-        for name in os.listdir(workdir):
-            if name.startswith("error-"):
-                try:
-                    with open(os.path.join(workdir, name), "rb") as f:
-                        reports.append(pickle.load(f))
-                except Exception:
-                    continue
-        if reports:
-            first = min(reports, key=lambda r: r["time"])  # the cause; others often fail because it died
-            others = sorted(r["rank"] for r in reports if r is not first)
-            message = (
-                f"ddp: rank {first['rank']} (of {world}) failed with {first['type']}: {first['message']}"
-                + (f" (rank(s) {', '.join(map(str, others))} failed after it)" if others else "")
-                + f"\n\nTraceback in rank {first['rank']}:\n{first['traceback']}"
-            )
-            error = DDPWorkerError(message)
-            original = first.get("exception")
-            if original is not None:
-                try:
-                    error.__cause__ = pickle.loads(original)
-                except Exception:
-                    pass
-            return error
-        if isinstance(exc, torch.multiprocessing.ProcessExitedException):
-            rank = node_rank * nprocs + exc.error_index
-            if os.path.exists(os.path.join(workdir, f"done-{rank}")):
-                return DDPWorkerError(
-                    f"ddp: rank {rank} (of {world}) finished its work but crashed while exiting, with exit code "
-                    f"{exc.exit_code}{_signal_name(exc)}; the other ranks were stopped, so the results were not collected."
-                )
-            return DDPWorkerError(f"ddp: rank {rank} (of {world}) died with exit code {exc.exit_code}{_signal_name(exc)}.")
-        rank = node_rank * nprocs + getattr(exc, "error_index", 0)
-        return DDPWorkerError(f"ddp: rank {rank} (of {world}) failed:\n{exc}")
-
-
-def _signal_name(exc: Any) -> str:
-    sig = getattr(exc, "signal_name", None)
-    return f" ({sig})" if sig else ""
-
-
-def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_nodes: int, address: str, port: int, workdir: str) -> None:
-    global_rank = node_rank * nprocs + local_rank
-    world_size = nprocs * num_nodes
-    os.environ.update(
-        MASTER_ADDR=address,
-        MASTER_PORT=str(port),
-        RANK=str(global_rank),
-        LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(world_size),
-        NODE_RANK=str(node_rank),
-    )
-    strategy = None
-    try:
-        function, args, caller_rng = pickle.loads(payload)
-        set_rng_state(caller_rng)
-        trainer = getattr(function, "__self__", None)
-        strategy = trainer.strategy if trainer is not None else None
-        if strategy is not None:
-            strategy._spawned_worker = True
-            strategy._ranks = (global_rank, local_rank, node_rank, world_size)
-        result = function(*args)
-        if global_rank == 0:
-            shipped = _ship(trainer, result)
-            path = os.path.join(workdir, "result.pt")
-            torch.save(shipped, path + ".tmp")
-            os.replace(path + ".tmp", path)
-        open(os.path.join(workdir, f"done-{global_rank}"), "w").close()
-        if strategy is not None:
-            strategy.barrier("ddp_spawn_exit")  # leave together: a peer vanishing mid-teardown can abort gloo
-            strategy.teardown()
-            strategy = None
-    except BaseException as exc:
-        report = {
-            "rank": global_rank,
-            "time": time.time(),
-            "type": type(exc).__name__,
-            "message": str(exc),
-            "traceback": traceback.format_exc(),
-            "exception": None,
-        }
-        try:
-            report["exception"] = pickle.dumps(exc)
-            pickle.loads(report["exception"])
-        except Exception:
-            report["exception"] = None
-        with open(os.path.join(workdir, f"error-{global_rank}.pkl"), "wb") as f:
-            pickle.dump(report, f)
-        raise
-    finally:
-        if strategy is not None:
-            try:
-                strategy.teardown()
-            except Exception:
-                pass
-    # The work is done and reported. Skip interpreter finalisation: with gloo's
-    # threads around it occasionally aborts ("terminate called without an active
-    # exception"), which would turn a finished run into a failed one.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value) if not hasattr(value, "_fields") else type(value)(*(_to_cpu(v) for v in value))
-    return value
-
-
-def _ship(trainer: Any, result: Any) -> dict[str, Any]:
-    """What rank zero sends back to the process that called fit/validate/test/predict."""
-    if trainer is None:
-        return {"return": _to_cpu(result)}
-    module = trainer.module
-    callbacks = []
-    for cb in trainer.callbacks:
-        try:
-            callbacks.append((type(cb).__name__, cb.state_dict()))
-        except Exception:
-            callbacks.append((type(cb).__name__, None))
-    return {
-        "return": _to_cpu(result),
-        "state_dict": _to_cpu(trainer.strategy.module_state_dict(module)) if module is not None else None,
-        "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),
-        "progress_bar_metrics": dict(trainer.progress_bar_metrics),
-        "logged_metrics": dict(trainer.logged_metrics),
-        "global_step": trainer.global_step,
-        "current_epoch": trainer.current_epoch,
-        "should_stop": trainer.should_stop,
-        "status": trainer.state.status,
-        "callbacks": callbacks,
-    }
-
-
-def _load_shipped(trainer: Any, shipped: dict[str, Any]) -> None:
-    module = trainer.module
-    if module is not None and shipped.get("state_dict") is not None:
-        module.load_state_dict(shipped["state_dict"])
-    trainer._callback_metrics = dict(shipped.get("callback_metrics", {}))
-    trainer.logged_metrics = dict(shipped.get("logged_metrics", {}))
-    trainer._last_eval_progress = dict(shipped.get("progress_bar_metrics", {}))
-    trainer.global_step = shipped.get("global_step", trainer.global_step)
-    trainer.current_epoch = shipped.get("current_epoch", trainer.current_epoch)
-    trainer.should_stop = shipped.get("should_stop", False)
-    trainer.state.status = shipped.get("status", "finished")
-    for cb, (name, state) in zip(trainer.callbacks, shipped.get("callbacks", []), strict=False):
-        if state and type(cb).__name__ == name:
-            try:
-                cb.load_state_dict(state)
-            except Exception as exc:  # the weights matter more than a callback's bookkeeping
-                warnings.warn(f"ddp_spawn: could not restore {name}'s state in the main process: {exc}", stacklevel=3)
+@hookimpl(tryfirst=True)
+def on_exception(trainer, exception):  # type: ignore[no-untyped-def]
+    """A rank that raises stops taking part in collectives, before any other
+    ``on_exception`` implementation (a checkpoint save) could wait for its peers."""
+    strategy = getattr(trainer, "strategy", None)
+    if isinstance(strategy, DDPStrategy):
+        on_rank_failure(strategy, exception)
 
 
 @hookimpl

@@ -50,6 +50,7 @@ import torch
 
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher, _TrainingStepModule, _unwrap
+from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_model_states
 
 #: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
 TAG = "ember"
@@ -394,6 +395,7 @@ class DeepSpeedStrategy(DDPStrategy):
             return _unwrap(module).state_dict()
         if self._final_state is not None:
             return self._final_state
+        self._group_ready("gathering the ZeRO-3 weights")  # raises once this rank failed
         from deepspeed import zero
 
         user = _unwrap(module)
@@ -412,6 +414,7 @@ class DeepSpeedStrategy(DDPStrategy):
                 "strategy='deepspeed' writes checkpoints through the engine, which exists only while fitting "
                 "(save during or after trainer.fit in the same process)."
             )
+        self._group_ready("a checkpoint save")  # raises once this rank failed: the save is collective
         client = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
         self.engine.save_checkpoint(path, tag=TAG, client_state={"ember": client})
 
@@ -427,7 +430,9 @@ class DeepSpeedStrategy(DDPStrategy):
         model_file = next((c for c in candidates if os.path.isfile(c)), None)
         if model_file is None:
             raise ValueError(f"{path!r} is not a DeepSpeed checkpoint written by ember: no model states file in {os.path.join(path, tag)}.")
-        saved = torch.load(model_file, map_location="cpu", weights_only=False)
+        # Everything DeepSpeed will unpickle is checked first; ember's own part is read weights-only.
+        check_directory(path, tag)
+        saved = load_model_states(model_file)
         client = dict(saved.get("ember") or {})
         if not client:
             raise ValueError(f"{path!r} is a DeepSpeed checkpoint without ember's client state; it was not written by ember.")

@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 
 from ember.plugin_manager import hookimpl
+from ember.plugins.strategies import safe_dcp
 from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher
 
 #: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.
@@ -234,11 +235,13 @@ class FSDPStrategy(DDPStrategy):
         if not _is_sharded(module):
             return module.state_dict()
         if self.state_dict_type == "full":
+            self._group_ready("gathering the full weights")  # raises once this rank failed
             return self.full_state_dict(module)
         return module.state_dict()
 
     # ----------------------------------------------------------------- saving
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        self._group_ready("a checkpoint save")  # raises once this rank failed: the save is collective
         self.wait_for_checkpoint()
         module = self._module
         if module is None:
@@ -318,6 +321,7 @@ class FSDPStrategy(DDPStrategy):
         if os.path.isdir(path):
             if not is_sharded_checkpoint(path):
                 raise FileNotFoundError(f"fsdp: {path!r} is a directory but not a sharded ember checkpoint (it has no {META_FILE}).")
+            safe_dcp.read_metadata(path)  # refuse a planted .metadata now, before any set-up
             meta = self.checkpoint_io.load_checkpoint(os.path.join(path, META_FILE))
             info = meta.get(SHARDED_KEY, {})
             meta["state_dict"] = {}
@@ -342,14 +346,13 @@ class FSDPStrategy(DDPStrategy):
         return checkpoint
 
     def _load_model_state(self, module: torch.nn.Module) -> None:
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
         pending = self._pending_load
         assert pending is not None
         if pending["kind"] == "sharded":
             state = {"model": get_model_state_dict(module)}
-            dcp.load(state, checkpoint_id=pending["path"])
+            safe_dcp.load(state, pending["path"])
             set_model_state_dict(module, state["model"])
         else:
             set_model_state_dict(module, pending.pop("state_dict"), options=StateDictOptions(full_state_dict=True))
@@ -358,7 +361,6 @@ class FSDPStrategy(DDPStrategy):
             self._pending_load = None
 
     def _load_optimizer_states(self) -> None:
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_optimizer_state_dict,
@@ -371,7 +373,7 @@ class FSDPStrategy(DDPStrategy):
         target = pending["checkpoint"].get("optimizer_states")
         if pending["kind"] == "sharded":
             state = {"optim": get_optimizer_state_dict(module, optimizers)}
-            dcp.load(state, checkpoint_id=pending["path"])
+            safe_dcp.load(state, pending["path"])
             set_optimizer_state_dict(module, optimizers, state["optim"])
         else:
             saved = pending.get("optimizer_states") or []

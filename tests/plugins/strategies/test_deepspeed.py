@@ -211,7 +211,7 @@ def test_two_processes_match_plain_training_on_the_global_batch(strategy: str, d
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("strategy", ["deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"])
 def test_save_and_resume_continues_to_the_same_weights(strategy: str, ds_env: None, tmp_path: Any) -> None:
     ckpt = str(tmp_path / "ds-ckpt")
@@ -228,7 +228,7 @@ def test_save_and_resume_continues_to_the_same_weights(strategy: str, ds_env: No
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_accumulation_and_clipping_match_plain_training(ds_env: None) -> None:
     """ember's loop owns the accumulation window; DeepSpeed clips by the global norm."""
     torch.manual_seed(3)
@@ -242,7 +242,7 @@ def test_accumulation_and_clipping_match_plain_training(ds_env: None) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_offload_optimizer_stage_2_with_a_torch_optimizer(ds_env: None) -> None:
     """Offloaded optimizer state stepping the user's torch optimizer on the CPU: no CPUAdam build."""
     expected = plain_weights(epochs=2, global_batch=16, module_cls=TorchAdamRegressor)
@@ -261,10 +261,85 @@ def test_offload_optimizer_stage_2_with_deepspeed_cpu_adam(ds_env: None) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_bf16_mixed_trains_close_to_float32(ds_env: None) -> None:
     """bf16-mixed → DeepSpeed's ``bf16.enabled`` (bf16 weights in the module, fp32 master weights in ZeRO)."""
     expected = plain_weights(epochs=2, global_batch=16)
     module, trainer = deepspeed_fit("deepspeed_stage_2", epochs=2, trainer={"precision": "bf16-mixed"})
     assert trainer.global_step == 8 and torch.isfinite(trainer.callback_metrics["train_loss"])
     assert_weights_close(module.state_dict(), expected, 5e-2)  # bf16 forward/backward: ~3 significant digits
+
+
+# --------------------------------------------------------------------------- planted checkpoints run nothing
+
+
+def _plant(path: str, name: str, marker: str) -> None:
+    """Replace ``<path>/ember/<name>`` by a file whose unpickling would create ``marker``."""
+    from test_safe_dcp import Payload
+
+    target = os.path.join(path, "ember", name)
+    if name.endswith("model_states.pt"):
+        states = torch.load(target, weights_only=True)
+        states["ember"]["hyper_parameters"] = Payload(marker)  # in ember's own client state
+    else:
+        states = {"optimizer_state_dict": Payload(marker)}  # in a file only DeepSpeed reads
+    torch.save(states, target)
+
+
+def test_check_directory_refuses_a_planted_file_without_deepspeed(tmp_path: Any) -> None:
+    from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_model_states
+    from ember.plugins.strategies.safe_dcp import UntrustedCheckpointError
+
+    path = str(tmp_path / "ds")
+    os.makedirs(os.path.join(path, "ember"))
+    model_file = os.path.join(path, "ember", "mp_rank_00_model_states.pt")
+    torch.save({"module": {"w": torch.ones(2)}, "ember": {"epoch": 1, "global_step": 4}}, model_file)
+    torch.save(
+        {"optimizer_state_dict": {"state": {}, "param_groups": []}},
+        os.path.join(path, "ember", "zero_pp_rank_0_mp_rank_00_optim_states.pt"),
+    )
+    check_directory(path, "ember")
+    assert load_model_states(model_file)["ember"]["global_step"] == 4
+    marker = str(tmp_path / "PWNED")
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"):
+        torch.save({"module": {}, "ember": {"epoch": 1}}, model_file)
+        _plant(path, name, marker)
+        with pytest.raises(
+            UntrustedCheckpointError, match=r"refused to load a DeepSpeed checkpoint file that names builtins\.getattr"
+        ) as info:
+            check_directory(path, "ember")
+        assert name in str(info.value) and len(str(info.value).splitlines()) == 1
+        os.remove(os.path.join(path, "ember", "zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    _plant(path, "mp_rank_00_model_states.pt", marker)
+    with pytest.raises(UntrustedCheckpointError, match="weights_only=True"):
+        load_model_states(model_file)
+    assert not os.path.exists(marker)
+
+
+@pytest.fixture(scope="module")
+def stage_2_checkpoint(tmp_path_factory: pytest.TempPathFactory, extensions_dir: str) -> str:
+    path = str(tmp_path_factory.mktemp("ds") / "ds-ckpt")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "NODE_RANK"):
+            mp.delenv(name, raising=False)
+        deepspeed_fit("deepspeed_stage_2", epochs=1, trainer={"callbacks": [SaveAtEnd(path)]})
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("planted", ["mp_rank_00_model_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"])
+def test_resuming_a_planted_deepspeed_checkpoint_runs_nothing(stage_2_checkpoint: str, ds_env: None, tmp_path: Any, planted: str) -> None:
+    import shutil
+
+    from ember.plugins.strategies.ddp import DDPWorkerError
+
+    path = str(tmp_path / "copy")
+    shutil.copytree(stage_2_checkpoint, path)
+    marker = str(tmp_path / "PWNED")
+    _plant(path, planted, marker)
+    with pytest.raises(DDPWorkerError) as info:
+        deepspeed_fit("deepspeed_stage_2", epochs=2, ckpt_path=path)
+    first_line = str(info.value).splitlines()[0]
+    assert "UntrustedCheckpointError" in first_line and planted in first_line and "nothing from it was run" in first_line, first_line
+    assert not os.path.exists(marker)

@@ -70,7 +70,8 @@ def assert_same(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
 # --------------------------------------------------------------------------- spawn == one process on the global batch
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_two_processes_match_one_process_on_the_global_batch(no_launcher_env: None) -> None:
     expected = single_process_weights(epochs=2, global_batch=16)
     torch.manual_seed(3)
@@ -129,7 +130,8 @@ def one_epoch_sharded(tmp_path_factory: pytest.TempPathFactory, module_launcher_
     return path, first.state_dict()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("async_save", [False, True], ids=["sync", "async"])
 def test_sharded_save_then_resume_continues_exactly(
     tmp_path: Any, no_launcher_env: None, uninterrupted: Any, one_epoch_sharded: Any, async_save: bool
@@ -151,7 +153,8 @@ def test_sharded_save_then_resume_continues_exactly(
     assert_same(resumed.state_dict(), uninterrupted, atol=1e-6)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.filterwarnings("ignore:The checkpoint was written by 2 process")
 def test_full_checkpoint_is_one_ordinary_file_and_resumes_exactly(tmp_path: Any, no_launcher_env: None, uninterrupted: Any) -> None:
     path = str(tmp_path / "full.ckpt")
@@ -173,7 +176,8 @@ def test_full_checkpoint_is_one_ordinary_file_and_resumes_exactly(tmp_path: Any,
     assert_same(single.state_dict(), uninterrupted, atol=1e-5)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_consolidate_gives_one_file_equal_to_the_sharded_state(
     tmp_path: Any, one_epoch_sharded: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,6 +213,33 @@ def test_consolidate_gives_one_file_equal_to_the_sharded_state(
     assert_same(torch.load(cli_out, weights_only=True)["state_dict"], checkpoint["state_dict"], atol=0)
     assert main(["checkpoint", "consolidate", str(tmp_path), str(tmp_path / "x.ckpt")]) == 2
     assert "not a complete sharded ember checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("planted", [".metadata", "optimizer value"])
+def test_resuming_a_planted_sharded_checkpoint_runs_nothing(
+    tmp_path: Any, no_launcher_env: None, one_epoch_sharded: Any, planted: str
+) -> None:
+    """PyTorch's reader would unpickle the planted file and create the marker."""
+    import shutil
+
+    from test_safe_dcp import plant_metadata, plant_value_in
+
+    from ember.plugins.strategies.ddp import DDPWorkerError
+
+    path = str(tmp_path / "planted.ckpt")
+    shutil.copytree(one_epoch_sharded[0], path)
+    marker = str(tmp_path / "PWNED")
+    if planted == ".metadata":
+        plant_metadata(path, marker)
+    else:
+        plant_value_in(path, marker, fqn="optim.param_groups.0.lr")
+    with pytest.raises(DDPWorkerError) as info:
+        fsdp_fit(epochs=3, ckpt_path=path)
+    first_line = str(info.value).splitlines()[0]
+    assert "UntrustedCheckpointError" in first_line and path in first_line and "nothing from it was run" in first_line, first_line
+    assert not os.path.exists(marker)
 
 
 def test_optimizer_state_keys_round_trip() -> None:
@@ -257,6 +288,7 @@ print("rank", trainer.global_rank, "done", trainer.global_step)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_torchrun_trains_and_async_checkpoint_is_complete_at_exit(tmp_path: Any) -> None:
     import subprocess
