@@ -24,13 +24,15 @@ import json
 import os
 import time
 import warnings
+from collections import Counter
 from typing import Any
 
 from ember.plugin_manager import hookimpl
-from ember.plugins.loggers._common import VersionedLogger
+from ember.plugins.loggers._common import VersionedLogger, checkpoint_step
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.json"
+SUPERSEDED_FILE = "superseded.csv"
 
 
 def _json_default(value: Any) -> Any:
@@ -77,7 +79,9 @@ class CSVLogger(VersionedLogger):
         version: int | str | None = None,
         flush_logs_every_n_steps: int = 100,
         flush_secs: float | None = 5.0,
+        prefix: str = "",
     ) -> None:
+        self.prefix = prefix
         if flush_logs_every_n_steps < 1:
             raise ValueError(f"CSVLogger(flush_logs_every_n_steps={flush_logs_every_n_steps}) must be at least 1.")
         if flush_secs is not None and flush_secs < 0:
@@ -94,6 +98,8 @@ class CSVLogger(VersionedLogger):
         self._file_checked = False  # have we looked at what is on disk yet?
         self._resumed = False
         self._hparams: dict[str, Any] = {}
+        self._resume_step: int | None = None  # a resumed fit: the checkpoint's global step
+        self._at_resume_step: Counter[frozenset[str]] = Counter()  # metric-name sets the file has at that step
 
     @property
     def metrics_file_path(self) -> str:
@@ -105,6 +111,13 @@ class CSVLogger(VersionedLogger):
 
     # ------------------------------------------------------------------ logging
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self._resume_step is not None and step <= self._resume_step:
+            if step < self._resume_step:
+                return  # the file has everything before the checkpoint
+            names = frozenset(metrics)
+            if self._at_resume_step[names] > 0:
+                self._at_resume_step[names] -= 1
+                return  # a row at the checkpoint's step the file already has (an epoch end redone)
         self._rows.append((step, dict(metrics)))
         if len(self._rows) >= self._flush_every or (
             self._flush_secs is not None and time.monotonic() - self._last_write >= self._flush_secs
@@ -185,6 +198,55 @@ class CSVLogger(VersionedLogger):
 
     def finalize(self, status: str) -> None:
         self.save()
+
+    # ------------------------------------------------------------------ resume
+    def setup(self, trainer: Any, module: Any, stage: str) -> None:
+        # A new run; only a checkpoint loaded after this makes it a resumed one.
+        self._resume_step, self._at_resume_step = None, Counter()
+
+    def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
+        """A resumed fit continues the file as one history: rows the
+        interrupted run wrote after the checkpoint's step are moved to
+        ``superseded.csv`` beside it (kept, not deleted), because the resumed
+        run logs those steps again."""
+        step = checkpoint_step(checkpoint)
+        if step is None or not trainer.is_global_zero:
+            return
+        self.save()
+        self._resume_step, self._at_resume_step = step, Counter()
+        path = self.metrics_file_path
+        if not os.path.exists(path):
+            return
+        self._file_checked = True
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header, rows = list(reader.fieldnames or []), list(reader)
+        keep, later = [], []
+        for row in rows:
+            try:
+                row_step = int(float(row.get("step") or ""))
+            except ValueError:
+                continue  # a row cut short by a killed process
+            (later if row_step > step else keep).append(row)
+            if row_step == step:
+                self._at_resume_step[frozenset(k for k, v in row.items() if k != "step" and v not in ("", None))] += 1
+        self._keys = [k for k in header if k != "step"]
+        if not later and len(keep) == len(rows):
+            return
+        if later:
+            superseded = os.path.join(self.log_dir, SUPERSEDED_FILE)
+            new = not os.path.exists(superseded)
+            with open(superseded, "a", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=header, restval="", extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerows(later)
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=header, restval="")
+            writer.writeheader()
+            writer.writerows(keep)
+        os.replace(tmp, path)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -253,3 +253,44 @@ def test_resumed_fit_continues_in_the_same_version(tmp_path, make_trainer, regre
     assert sorted(os.listdir(tmp_path / "ember_logs")) == ["version_0"], "no new version directory"
     _, rows = read_csv(os.path.join(first.log_dir, "metrics.csv"))
     assert [int(r["step"]) for r in rows if r["val_loss"]] == [4, 8, 12, 16]
+
+
+@pytest.mark.parametrize(("save_at", "at_validation_end"), [(6, False), (8, True)])
+def test_resume_after_a_crash_past_the_checkpoint_keeps_one_history(tmp_path, save_at, at_validation_end):
+    """A run checkpointed at ``save_at`` crashes at step 11; the fit resumed from
+    the checkpoint continues the same file with every step once (the crashed
+    run's rows after the checkpoint are moved to superseded.csv, not repeated)."""
+    import torch
+    from logger_testkit import LoggedModule, run_fit
+
+    from ember.callback import Callback
+
+    class SaveThenCrash(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == save_at and not at_validation_end:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+            if trainer.global_step == 11:
+                raise RuntimeError("crash")
+
+        def on_validation_end(self, trainer, module):
+            if at_validation_end and trainer.global_step == save_at:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    reference = CSVLogger(save_dir=tmp_path / "ref")
+    run_fit(tmp_path / "ref", [reference], epochs=4)
+    crashed = CSVLogger(save_dir=tmp_path / "run")
+    with pytest.raises(RuntimeError, match="crash"):
+        run_fit(tmp_path / "run", [crashed], epochs=4, callbacks=[SaveThenCrash()])
+    torch.manual_seed(0)
+    resumed = CSVLogger(save_dir=tmp_path / "run")
+    run_fit(tmp_path / "run", [resumed], epochs=4, ckpt_path=str(tmp_path / "mid.ckpt"), module=LoggedModule())
+    assert resumed.log_dir == crashed.log_dir
+    _, got = read_csv(resumed.metrics_file_path)
+    _, want = read_csv(reference.metrics_file_path)
+    assert [r["step"] for r in got] == [r["step"] for r in want]
+    for a, b in zip(got, want, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert (a[key] == b[key] == "") or abs(float(a[key]) - float(b[key])) <= 1e-5 * max(1.0, abs(float(b[key]))), (key, a, b)
+    _, superseded = read_csv(os.path.join(resumed.log_dir, "superseded.csv"))
+    assert sorted({int(r["step"]) for r in superseded}) == list(range(save_at + 1, 12))
