@@ -56,6 +56,9 @@ class _Scheduled(ember.Module):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.log("test_loss", torch.nn.functional.mse_loss(self(batch[0]), batch[1]))
 
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self(batch[0])  # batches are (x, y); the default predict_step passes the whole batch
+
     def configure_optimizers(self) -> Any:
         opt = torch.optim.Adam(self.parameters(), lr=0.01)
         return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)]
