@@ -18,6 +18,7 @@ from ember.loops.optimization import AutomaticOptimization
 from ember.loops.position import (
     EPOCH_END,
     FitPosition,
+    batches_to_skip,
     epoch_snapshot,
     fast_forward,
     restore_epoch_snapshot,
@@ -208,6 +209,8 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         restore_epoch_snapshot(loader, resume.epoch_rng)
     else:
         position.epoch_rng = epoch_snapshot(loader)
+    if resume is not None and skip:  # in samples: another batch size or world size continues at the sample, or refuses
+        skip = batches_to_skip(loader, resume.data, skip, trainer.world_size, trainer.current_epoch)
     iterator = iter(loader)
     if skip:
         warn_if_not_exactly_resumable(loader, skip)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ember.loops.data_position import ResumeMismatchError, batches_to_skip, data_position  # noqa: F401 (fit.py imports them here)
 from ember.seed import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class FitPosition:
     rng: dict[str, Any] | None = None
     results: dict[str, Any] | None = None
     accumulated_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: How the interrupted run read its data (see :func:`data_position`); ``None`` in older checkpoints.
+    data: dict[str, Any] | None = None
     #: Random state at the start of the evaluation in progress (validation or
     #: sanity check): a checkpoint written during it resumes by running it again.
     val_rng: dict[str, Any] | None = None
@@ -151,6 +154,9 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
     }
     if position.epoch_rng is not None:
         state["epoch_rng"] = position.epoch_rng
+    loader = getattr(trainer, "_train_loader", None)
+    if loader is not None:
+        state["data"] = data_position(loader, position.batches_done, trainer.world_size)
     gather = getattr(trainer.strategy, "all_gather_object", None)
     if trainer.strategy.world_size > 1 and gather is not None:
         # Every rank draws its own random numbers (dropout, augmentation): keep
@@ -183,4 +189,5 @@ def position_from_state(state: dict[str, Any], rank: int = 0, world_size: int = 
         rng=state.get("rng"),
         results=state.get("results"),
         accumulated_grads=state.get("accumulated_grads", {}),
+        data=state.get("data"),
     )

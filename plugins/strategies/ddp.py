@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 from ember.plugin_manager import hookimpl
+from ember.plugins.strategies.distributed_sampler import split_across_ranks
 from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure, skipped
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
 from ember.plugins.strategies.spawn_launcher import (  # noqa: F401  (re-exported: fsdp, deepspeed, ember-xla, tests)
@@ -272,47 +272,12 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     def process_dataloader(self, dataloader: Any, stage: str) -> Any:
         if not self.use_distributed_sampler or self.world_size <= 1:
             return dataloader
-        if not isinstance(dataloader, DataLoader):
-            return dataloader
-        if isinstance(dataloader.dataset, IterableDataset):
-            return dataloader
-        sampler = dataloader.sampler
-        if isinstance(sampler, DistributedSampler):
-            return dataloader
-        custom_batch_sampler = dataloader.batch_sampler is not None and type(dataloader.batch_sampler).__name__ != "BatchSampler"
-        if type(dataloader) is not DataLoader or custom_batch_sampler or type(sampler) not in (SequentialSampler, RandomSampler):
-            what = (
-                f"a DataLoader subclass ({type(dataloader).__name__})"
-                if type(dataloader) is not DataLoader
-                else f"a custom {'batch sampler' if custom_batch_sampler else 'sampler'} "
-                f"({type(dataloader.batch_sampler if custom_batch_sampler else sampler).__name__})"
-            )
-            self._warn_once(
-                what,
-                f"ddp: the {stage} dataloader uses {what}, so ember did not insert a DistributedSampler: every process "
-                "sees the data that loader yields. Split it across ranks yourself, or pass a plain DataLoader.",
-            )
-            return dataloader
-        if isinstance(sampler, RandomSampler):
-            if sampler.replacement or sampler._num_samples is not None:
-                self._warn_once(
-                    "random-replacement",
-                    f"ddp: the {stage} dataloader samples with replacement or a custom num_samples; it was left as it is.",
-                )
-                return dataloader
-            shuffle = True
-        else:
-            shuffle = False
-        seed = int(os.environ.get("EMBER_GLOBAL_SEED", 0))
-        distributed = DistributedSampler(
-            dataloader.dataset, num_replicas=self.world_size, rank=self.global_rank, shuffle=shuffle, seed=seed, drop_last=False
-        )
-        return _with_sampler(dataloader, distributed)
+        return split_across_ranks(dataloader, stage, self.world_size, self.global_rank, self._warn_once)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned_samplers:
             self._warned_samplers.add(key)
-            warnings.warn(message, stacklevel=4)
+            warnings.warn(message, stacklevel=5)
 
     def batch_to_device(self, batch: Any) -> Any:
         if self._needs_transfer:
@@ -418,29 +383,6 @@ class DDPSpawnStrategy(DDPStrategy):
 
     name = "ddp_spawn"
     always_spawn = True
-
-
-def _with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
-    """The same DataLoader with ``sampler`` in place of its own."""
-    kwargs: dict[str, Any] = {
-        "batch_size": loader.batch_size,
-        "sampler": sampler,
-        "num_workers": loader.num_workers,
-        "collate_fn": loader.collate_fn,
-        "pin_memory": loader.pin_memory,
-        "drop_last": loader.drop_last,
-        "timeout": loader.timeout,
-        "worker_init_fn": loader.worker_init_fn,
-        "multiprocessing_context": loader.multiprocessing_context,
-        "generator": loader.generator,
-        "persistent_workers": loader.persistent_workers,
-        "pin_memory_device": getattr(loader, "pin_memory_device", ""),
-    }
-    if loader.num_workers > 0:
-        kwargs["prefetch_factor"] = loader.prefetch_factor
-    if hasattr(loader, "in_order"):
-        kwargs["in_order"] = loader.in_order
-    return DataLoader(loader.dataset, **kwargs)
 
 
 @hookimpl(tryfirst=True)
