@@ -134,7 +134,12 @@ class Logger(Callback):
         ``"interrupted"``."""
         self.save()
 
+    #: Prepended to every metric name, joined with ``-`` (Lightning's ``prefix`` argument).
+    prefix: str = ""
+
     def on_log_metrics(self, trainer: Trainer, metrics: dict[str, float], step: int) -> None:
+        if self.prefix:
+            metrics = {f"{self.prefix}-{k}": v for k, v in metrics.items()}
         self.log_metrics(metrics, step)
 
     def on_log_hyperparams(self, trainer: Trainer, params: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def _signature(factory: Any) -> str:
         return "(...)"
     if inspect.isclass(factory) and params and params[0].name == "self":
         params = params[1:]
-    return "(" + ", ".join(str(p).replace("'", "") for p in params) + ")"
+    # Function defaults print with their memory address: drop it, so the page is stable.
+    return "(" + ", ".join(re.sub(r" at 0x[0-9a-f]+", "", str(p).replace("'", "")) for p in params) + ")"
 
 
 def _summary(factory: Any) -> str:

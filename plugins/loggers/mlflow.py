@@ -71,7 +71,9 @@ class MLflowLogger(Logger):
         save_dir: str | os.PathLike[str] = ".",
         flush_logs_every_n_steps: int = 100,
         flush_secs: float = 5.0,
+        prefix: str = "",
     ) -> None:
+        self.prefix = prefix
         require("mlflow", "MLflowLogger", "mlflow")
         if flush_logs_every_n_steps < 1:
             raise ValueError(f"MLflowLogger(flush_logs_every_n_steps={flush_logs_every_n_steps}) must be at least 1.")

@@ -55,7 +55,9 @@ class TensorBoardLogger(VersionedLogger):
         default_hp_metric: bool = False,
         flush_secs: float = 120,
         max_queue: int = 10,
+        prefix: str = "",
     ) -> None:
+        self.prefix = prefix
         require("tensorboard", "TensorBoardLogger", "tensorboard")
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""

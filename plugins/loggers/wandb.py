@@ -87,8 +87,10 @@ class WandbLogger(Logger):
         offline: bool = False,
         config: dict[str, Any] | None = None,
         flush_secs: float | None = None,
+        prefix: str = "",
         **init_kwargs: Any,
     ) -> None:
+        self.prefix = prefix
         require("wandb", "WandbLogger", "wandb")
         self._flush_secs = flush_secs
         self._project = project

@@ -427,3 +427,33 @@ def test_to_onnx_without_a_path_returns_the_program(tmp_path: Path) -> None:
     assert type(program).__name__ == "ONNXProgram" and not list(tmp_path.iterdir())
     program.save(str(tmp_path / "m.onnx"))
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_logger_prefix_and_profiler_base(tmp_path: Path) -> None:
+    from ember.loggers import CSVLogger
+    from ember.profilers import Profiler, SimpleProfiler
+
+    logger = CSVLogger(tmp_path, prefix="run")
+
+    class Logs(Net):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss", loss)
+            return loss
+
+    class Counting(Profiler):
+        def __init__(self) -> None:
+            super().__init__(dirpath=tmp_path, filename="p")
+            self.actions: dict[str, int] = {}
+
+        def start(self, action_name: str) -> None:
+            self.actions[action_name] = self.actions.get(action_name, 0) + 1
+
+    profiler = Counting()
+    _trainer(tmp_path, logger=logger, log_every_n_steps=1, profiler=profiler).fit(Logs(), _loader())
+    header = Path(logger.log_dir, "metrics.csv").read_text().splitlines()[0]
+    assert "run-loss" in header and ",loss" not in header
+    assert profiler.actions["on_log_metrics:logger:CSVLogger"] == 4 and isinstance(SimpleProfiler(), Profiler)
+    with profiler.profile("mine"):
+        pass
+    assert profiler.actions["mine"] == 1

@@ -217,7 +217,10 @@ def test_fit_writes_metrics_and_hparams(tmp_path, make_trainer, regressor, loade
 def test_default_logger_is_csv_under_default_root_dir(tmp_path, regressor, loaders):
     from ember import Trainer
 
+    # As in Lightning, TensorBoard is the default when it is installed; without
+    # its plugin (or the package) the default is this CSV logger.
     trainer = Trainer(
+        disable_plugins=["tensorboard"],
         default_root_dir=tmp_path,
         max_epochs=1,
         enable_progress_bar=False,
