@@ -119,3 +119,28 @@ def test_an_unloggable_object_is_named(h: Any, tmp_path: Any) -> None:
 
     with pytest.raises(TypeError, match=r"self.log\('weights', ...\) got a Linear; log a number, a scalar tensor or a torchmetrics Metric"):
         h.quiet_trainer(tmp_path, max_epochs=1).fit(Bad(), _values())
+
+
+class _WritesTotal(Summing):
+    """Each process writes the epoch value it got (ddp_spawn workers re-import this module)."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__(on_step=False, sync_dist=True)
+        self.out_dir = out_dir
+
+    def on_train_end(self) -> None:
+        value = float(self.trainer.callback_metrics["total"])
+        with open(f"{self.out_dir}/rank{self.global_rank}.txt", "w") as f:
+            f.write(f"{value} {self.total._update_count}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_epoch_value_is_computed_over_all_processes(tmp_path: Any) -> None:
+    trainer = ember.Trainer(
+        strategy="ddp_spawn", devices=2, accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(_WritesTotal(str(tmp_path)), _values(32, batch_size=4))
+    # each process saw half the samples; compute() gathered both halves: 0 + 1 + ... + 31
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["496.0 0", "496.0 0"]
