@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
-__all__ = ["Handle", "KillBound", "LoggerConformance", "LoggerSpec", "Stored", "assert_stored", "collapse", "lost_since"]
+# LoggerConformance, the test class, is served on first use from ember.logger_conformance_suite (see __getattr__).
+__all__ = ["Handle", "KillBound", "LoggerSpec", "Stored", "assert_stored", "collapse", "lost_since"]
 
 Series = dict[str, list[tuple[int, float]]]
 STEPS_PER_EPOCH = 4
@@ -141,7 +140,7 @@ def assert_stored(got: Series, expected: Series, what: str, rel: float = 1e-6) -
         if [s for s, _ in g] != [s for s, _ in e]:
             problems.append(f"{key}: stored steps {[s for s, _ in g]}, logged {[s for s, _ in e]}")
             continue
-        bad = [(s, a, b) for (s, a), (_, b) in zip(g, e) if not math.isclose(a, b, rel_tol=rel, abs_tol=1e-7)]
+        bad = [(s, a, b) for (s, a), (_, b) in zip(g, e, strict=True) if not math.isclose(a, b, rel_tol=rel, abs_tol=1e-7)]
         if bad:
             problems.append(f"{key}: (step, stored, logged) differ at {bad[:3]}")
     if problems:

@@ -167,7 +167,9 @@ class LoggerConformance:
         h1, _, _ = read_child(self.spec, str(tmp_path / "first.json"), job["truth"])
         h2, stored, _ = read_child(self.spec, str(tmp_path / "second.json"), job["truth"])
         assert (h2.log_dir, h2.version) == (h1.log_dir, h1.version), f"{self.spec.name}: the resumed run writes elsewhere: {h1} -> {h2}"
-        assert_stored(stored.series, expected, f"{self.spec.name}, preempted at step 6 and resumed (compared with an uninterrupted run)", rel=1e-5)
+        assert_stored(
+            stored.series, expected, f"{self.spec.name}, preempted at step 6 and resumed (compared with an uninterrupted run)", rel=1e-5
+        )
         if self.spec.records_status:
             assert stored.status == "success"
 

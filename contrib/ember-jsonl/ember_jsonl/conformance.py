@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ember.testing import KillBound, LoggerSpec, Stored
-
 from ember_jsonl.logger import JSONLinesLogger, read_run
 
 __all__ = ["SPEC", "kill_bound", "make_logger", "read_back"]

@@ -42,3 +42,23 @@ def test_a_step_ended_by_a_batch_end_hook_still_reaches_the_loggers(tmp_path):
     with pytest.raises(RuntimeError, match="ends the run"):
         trainer.fit(_module_class()(), loader(4, 0))
     assert [s for s, _ in recorder.series()["train_loss"]] == [1, 2, 3]
+
+
+@pytest.mark.slow  # a fresh MLflow database and W&B's service start: over 10 s on a loaded machine
+def test_every_builtin_logger_at_once_holds_every_step(tmp_path, monkeypatch):
+    """The issue's probe: one fit without save_hyperparameters() into CSV,
+    TensorBoard, MLflow and W&B (offline) at once; each store holds all of it."""
+    from ember.logger_conformance import _module_class, _recorder, assert_stored, collapse, loader, make_trainer
+    from ember.logger_readback import BUILTIN_SPECS
+
+    specs = [BUILTIN_SPECS[name] for name in ("csv", "tensorboard", "mlflow", "wandb")]
+    for spec in specs:
+        for key, value in spec.env.items():
+            monkeypatch.setenv(key, value)
+    loggers = [spec.build(str(tmp_path / spec.name)) for spec in specs]
+    recorder = _recorder()
+    make_trainer(str(tmp_path), [*loggers, recorder]).fit(_module_class()(), loader(4, 0), loader(2, 1))
+    assert len(recorder.series()["train_loss"]) == 8
+    for spec, logger in zip(specs, loggers, strict=True):
+        stored = spec.read_back(spec.handle(logger, str(tmp_path / spec.name)))
+        assert_stored(collapse(stored.series), recorder.series(), spec.name)

@@ -77,7 +77,7 @@ def test_crafted_checkpoint_version_does_not_choose_the_directory(tmp_path, kind
 def test_resume_continues_the_matching_version_in_the_configured_root(tmp_path):
     crafted, _ = _checkpoint_with_logger_version(tmp_path, 0)  # the real saved value
     resumed = CSVLogger(save_dir=tmp_path / "logs")
-    resumed.version  # claimed before the restore (as trainer.log_dir would): given back when the checkpoint matches
+    assert resumed.version == 1  # claimed before the restore (as trainer.log_dir would): given back when the checkpoint matches
     run_fit(tmp_path, [resumed, Recorder()], epochs=2, ckpt_path=crafted)
     assert resumed.version == 0
     assert sorted(os.listdir(tmp_path / "logs" / "ember_logs")) == ["version_0"], "the empty claimed directory is removed"

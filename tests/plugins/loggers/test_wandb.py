@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import struct
 import time
 from typing import Any
 
@@ -58,41 +57,10 @@ def offline_wandb(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def read_records(path: str) -> list[Any]:
-    """The protobuf records of one ``.wandb`` file: a 7-byte header (``:W&B``,
-    magic, version), then 32 KiB blocks of records, each with a 7-byte header
-    (checksum, length, type: full / first / middle / last)."""
-    from wandb.proto import wandb_internal_pb2
+    """The protobuf records of one ``.wandb`` file (the conformance suite's reader)."""
+    from ember.logger_readback import wandb_records
 
-    with open(path, "rb") as fh:
-        data = fh.read()
-    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
-    block, pos, payloads, parts = 32768, 7, [], []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # block trailer
-            pos += left
-            continue
-        _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        payload = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 1:
-            payloads.append(payload)
-        elif kind == 2:
-            parts = [payload]
-        elif kind == 3:
-            parts.append(payload)
-        elif kind == 4:
-            payloads.append(b"".join([*parts, payload]))
-            parts = []
-    records = []
-    for raw in payloads:
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
-        records.append(record)
-    return records
+    return wandb_records(path)
 
 
 def read_complete(path: str, timeout: float = 8.0) -> list[Any]:
