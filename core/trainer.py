@@ -659,8 +659,25 @@ class Trainer(TrainerCompatMixin):
                 self.datamodule.teardown(stage)
         finally:
             if self.is_global_zero:
-                for lg in self.loggers:
-                    lg.finalize(status)
+                _finalize_loggers(self.loggers, status)
             if module is not None:
                 module._results = None
             self.state.stage = None
+
+
+def _finalize_loggers(loggers: Sequence[Any], status: str) -> None:
+    """``finalize`` every logger, so each writes what it buffered, even when
+    one before it raises; the first error is raised afterwards, with a note
+    naming the logger."""
+    error: Exception | None = None
+    for lg in loggers:
+        try:
+            lg.finalize(status)
+        except Exception as exc:
+            exc.add_note(f"raised by {type(lg).__name__}.finalize({status!r}); the other loggers were finalized")
+            if error is None:
+                error = exc
+            else:
+                warnings.warn(f"{type(lg).__name__}.finalize({status!r}) also raised {type(exc).__name__}: {exc}", stacklevel=3)
+    if error is not None:
+        raise error

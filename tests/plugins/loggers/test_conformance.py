@@ -62,3 +62,27 @@ def test_every_builtin_logger_at_once_holds_every_step(tmp_path, monkeypatch):
     for spec, logger in zip(specs, loggers, strict=True):
         stored = spec.read_back(spec.handle(logger, str(tmp_path / spec.name)))
         assert_stored(collapse(stored.series), recorder.series(), spec.name)
+
+
+def test_a_logger_whose_finalize_raises_does_not_cost_the_others_their_data(tmp_path):
+    """finalize() is where buffered loggers write: one raising must not skip the
+    loggers after it (the CSV logger here holds all 8 rows in memory until then)."""
+    from ember.callback import Logger
+    from ember.logger_conformance import Handle, _module_class, _recorder, assert_stored, collapse, loader, make_trainer
+    from ember.logger_readback import read_csv
+    from ember.plugins.loggers import CSVLogger
+
+    class Broken(Logger):
+        def log_metrics(self, metrics, step):
+            pass
+
+        def finalize(self, status):
+            raise OSError("disk gone")
+
+    csv_logger, recorder = CSVLogger(str(tmp_path / "csv"), flush_secs=None), _recorder()
+    trainer = make_trainer(str(tmp_path), [Broken(), csv_logger, recorder])
+    with pytest.raises(OSError, match="disk gone") as info:
+        trainer.fit(_module_class()(), loader(4, 0), loader(2, 1))
+    assert any("Broken.finalize('success')" in note for note in info.value.__notes__)
+    stored = read_csv(Handle(csv_logger.save_dir, csv_logger.log_dir, csv_logger.version, csv_logger.name))
+    assert_stored(collapse(stored.series), recorder.series(), "the CSV logger after a broken one")
