@@ -155,6 +155,7 @@ def run_ember(batch, n: int, *, logging: bool, root: str) -> float:
         enable_checkpointing=False,
         num_sanity_val_steps=0,
         default_root_dir=root,
+        accelerator="cpu",  # the raw loop runs on the CPU: so does ember, also on a machine with a GPU
     )
     if logging:
         kwargs.update(logger=True, log_every_n_steps=1)

@@ -171,7 +171,8 @@ def test_cuda_fit_prefetches_by_default_and_matches_no_prefetch(h: Any, tmp_path
     deep, _ = run(3)
     assert all(t.is_cuda for t in moved) and len(moved) == 10
     for other in (off, deep):
-        assert [b.cpu() for b in other.train_batches] == pytest.approx([b.cpu() for b in default.train_batches])
+        assert len(other.train_batches) == len(default.train_batches) == 10
+        assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(other.train_batches, default.train_batches, strict=True))
         assert all(torch.allclose(a, b) for a, b in zip(h.params_of(other), h.params_of(default), strict=True))
 
 
