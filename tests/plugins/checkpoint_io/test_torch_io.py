@@ -232,3 +232,45 @@ def test_file_size_limit_reports_the_path_and_errno_and_keeps_the_old_file(tmp_p
     assert "PytorchStreamWriter" not in message and "inline_container" not in message
     assert torch.load(target, weights_only=True)["w"].shape == (1000,)  # the earlier file is intact
     assert _tmp_files(tmp_path) == []
+
+
+DISK_FULL_CHILD = textwrap.dedent(
+    """
+    import os, sys, torch
+    from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
+    disk = sys.argv[1]
+    target = os.path.join(disk, "model.ckpt")
+    io = TorchCheckpointIO()
+    io.save_checkpoint({"w": torch.zeros(1000)}, target)  # 4 KB: fits on the 1 MB disk
+    try:
+        io.save_checkpoint({"w": torch.randn(1_000_000)}, target)  # 4 MB: does not
+    except OSError as exc:
+        print(type(exc).__name__, exc.errno, exc.filename, "|", exc, flush=True)
+    print("w", torch.load(target, weights_only=True)["w"].shape[0], "files", sorted(os.listdir(disk)), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_full_disk_reports_the_path_and_errno_and_keeps_the_old_file(tmp_path: Path) -> None:
+    """A real full disk: a 1 MB tmpfs mounted in a private mount namespace
+    (needs root and ``unshare``; skipped elsewhere)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot create a mount namespace here (unshare needs root)")
+    script = tmp_path / "child.py"
+    script.write_text(DISK_FULL_CHILD)
+    command = f"mount -t tmpfs -o size=1m tmpfs {disk} && {sys.executable} {script} {disk}"
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", command], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    error_line, state_line = proc.stdout.strip().splitlines()
+    kind, code, filename, message = error_line.split(" ", 3)
+    target = disk / "model.ckpt"
+    assert kind == "CheckpointWriteError" and int(code) == errno.ENOSPC and filename == str(target)
+    assert message == (
+        f"| no space left on device while writing {target} ([Errno {errno.ENOSPC}] No space left on device); "
+        "the previous file there, if any, is intact. Free space (or raise the limit) and save again."
+    )
+    assert state_line == "w 1000 files ['model.ckpt']"  # the old file loads; the partial temporary file is gone
