@@ -43,7 +43,11 @@ _TEMP_NAME = re.compile(r"^\.ember-tmp-(?P<host>[A-Za-z0-9_]*)-(?P<pid>\d+)-[0-9
 _LEGACY_TEMP_NAME = re.compile(r"^\.tmp-[a-z0-9_]{8}\.ckpt$")
 #: A temporary file of another host (a shared file system) is stale only when older than this.
 FOREIGN_TEMP_AGE_S = 24 * 3600
-_DISK_FULL = {errno.ENOSPC: "", errno.EFBIG: "the process's file-size limit (ulimit -f) was reached", errno.EDQUOT: "the disk quota is exhausted"}
+_DISK_FULL = {
+    errno.ENOSPC: "",
+    errno.EFBIG: "the process's file-size limit (ulimit -f) was reached",
+    errno.EDQUOT: "the disk quota is exhausted",
+}
 
 
 def _host() -> str:

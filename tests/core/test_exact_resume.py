@@ -152,7 +152,9 @@ def test_resume_is_bit_identical(tmp_path: Path, source: str, hook: str, epoch: 
     assert trainer.current_epoch == EPOCHS
     got = resumed.state_dict()
     for name, value in expected.items():
-        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=f"{name} differs after resuming at {hook} epoch={epoch} batch={batch}")
+        torch.testing.assert_close(
+            got[name], value, rtol=0, atol=0, msg=f"{name} differs after resuming at {hook} epoch={epoch} batch={batch}"
+        )
 
 
 def test_resume_continues_epoch_metrics_and_step(tmp_path: Path) -> None:
@@ -229,5 +231,7 @@ def test_resume_after_a_max_steps_stop_inside_an_epoch_is_bit_identical(tmp_path
     trainer.fit(resumed, **_fit_args("dataloaders"), ckpt_path=tmp_path / "stopped.ckpt")
     assert trainer.global_step == total and trainer.current_epoch == 3
     for name, value in expected.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=f"{name} differs after a max_steps={stop_at} stop")
+        torch.testing.assert_close(
+            resumed.state_dict()[name], value, rtol=0, atol=0, msg=f"{name} differs after a max_steps={stop_at} stop"
+        )
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3

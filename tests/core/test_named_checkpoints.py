@@ -180,7 +180,9 @@ def test_cli_test_with_ckpt_path_best_in_a_new_process(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMBER_")}
 
     def ember_cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ember.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        return subprocess.run(
+            [sys.executable, "-m", "ember.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+        )
 
     proc = ember_cli("test", "--ckpt_path", "best")  # nothing trained yet
     assert proc.returncode != 0 and "no best checkpoint is recorded in" in proc.stderr, proc.stderr

@@ -339,7 +339,9 @@ def test_unwritable_checkpoint_directory_fails_at_set_up(tmp_path, make_trainer,
     trainer = make_trainer(max_epochs=2, callbacks=[cb])
     model = regressor()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(OSError, match=r"cannot write checkpoints to .*a-file/ckpts: .*a-file is not a directory\. Set ModelCheckpoint\(dirpath=") as info:
+    with pytest.raises(
+        OSError, match=r"cannot write checkpoints to .*a-file/ckpts: .*a-file is not a directory\. Set ModelCheckpoint\(dirpath="
+    ) as info:
         trainer.fit(model, *loaders)
     assert info.value.errno == errno.ENOTDIR and "\n" not in str(info.value)
     assert trainer.global_step == 0 and all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -62,7 +62,9 @@ def test_two_concurrent_runs_never_overwrite_each_others_checkpoints(tmp_path: P
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     children = [
-        subprocess.Popen([sys.executable, str(script), str(shared), str(run_id), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(shared), str(run_id), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for run_id in (1, 2)
     ]
     try:

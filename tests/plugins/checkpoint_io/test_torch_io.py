@@ -16,7 +16,6 @@ import torch
 
 from ember.plugins.checkpoint_io.torch_io import (
     CheckpointLoadError,
-    CheckpointWriteError,
     TorchCheckpointIO,
     claiming_names,
     is_temp_name,
@@ -200,7 +199,9 @@ def test_claiming_names_never_replaces_an_existing_file(tmp_path: Path) -> None:
     assert claim.path == str(tmp_path / "a-v1.ckpt")
     assert io.load_checkpoint(str(target)) == {"v": "theirs"}
     assert io.load_checkpoint(claim.path) == {"v": "mine"}
-    assert sorted(os.listdir(tmp_path)) == ["a-v1.ckpt", "a.ckpt", "sub"] and io.load_checkpoint(str(tmp_path / "sub" / "a.ckpt")) == {"v": "part"}
+    assert sorted(os.listdir(tmp_path)) == ["a-v1.ckpt", "a.ckpt", "sub"] and io.load_checkpoint(str(tmp_path / "sub" / "a.ckpt")) == {
+        "v": "part"
+    }
 
 
 FSIZE_CHILD = textwrap.dedent(
