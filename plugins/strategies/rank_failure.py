@@ -115,8 +115,10 @@ def report(line: str | None, exc: BaseException) -> None:
 
 def on_rank_failure(strategy: Any, exc: BaseException) -> None:
     """Mark ``strategy`` as failed (collectives raise from now on) and name hung ranks after a timeout."""
-    if getattr(strategy, "failed", None) is not None:
-        return
+    from ember.errors import Preempted
+
+    if getattr(strategy, "failed", None) is not None or isinstance(exc, Preempted):
+        return  # Preempted: every rank saved together and leaves together (exit status 99), barrier included
     world = strategy.world_size
     if world <= 1:
         return
