@@ -1,4 +1,5 @@
-"""A module that writes to ``self.logger.experiment`` (TensorBoard's ``SummaryWriter``).
+"""A module that writes to ``self.logger.experiment`` (TensorBoard's ``SummaryWriter``,
+from the default logger).
 
 Besides ``self.log``, the module adds its own scalars, a histogram of its
 weights and a text note straight to the writer, at steps it chooses; the
@@ -7,6 +8,7 @@ event files are read back and compared.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -70,8 +72,13 @@ def read_events(log_dir: Any) -> dict[str, Any]:
 def run(fw: Any, root: Any) -> dict[str, Any]:
     fw.seed_everything(6)
     model = build(fw)()
-    logger = fw.loggers.TensorBoardLogger(save_dir=str(root), name="tb")
-    t = trainer(fw, max_epochs=2, logger=logger, log_every_n_steps=2, default_root_dir=root)
+    # The default logger: TensorBoard when it is installed, in both frameworks.
+    t = trainer(fw, max_epochs=2, logger=True, log_every_n_steps=2, default_root_dir=root)
     t.fit(model, DataLoader(data(0, 48), batch_size=8, shuffle=True), DataLoader(data(1, 16), batch_size=8))
-    logger.experiment.flush()
-    return {"weights": weights(model), "events": read_events(logger.log_dir)}
+    t.logger.experiment.flush()
+    return {
+        "weights": weights(model),
+        "logger": type(t.logger).__name__,
+        "version_dir": Path(t.logger.log_dir).name,  # under ember_logs/ and lightning_logs/
+        "events": read_events(t.logger.log_dir),
+    }
