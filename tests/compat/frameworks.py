@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 
-import ember
-
 
 def _first_module(*names: str) -> Any:
     for name in names:
@@ -46,19 +44,21 @@ def lightning() -> types.SimpleNamespace | None:
 
 
 def ember_fw() -> types.SimpleNamespace:
-    callbacks = _first_module("ember.callbacks") or importlib.import_module("ember.plugins.callbacks")
-    loggers = _first_module("ember.loggers") or importlib.import_module("ember.plugins.loggers")
-    utilities = _first_module("ember.utilities")
+    # Lightning-shaped namespaces: a ported project imports from these.
+    import ember.callbacks
+    import ember.loggers
+    import ember.utilities
+
     return types.SimpleNamespace(
         name="ember",
         LightningModule=ember.Module,
         LightningDataModule=ember.DataModule,
         Trainer=ember.Trainer,
         Callback=ember.Callback,
-        callbacks=callbacks,
-        loggers=loggers,
+        callbacks=ember.callbacks,
+        loggers=ember.loggers,
         Logger=ember.Logger,
-        rank_zero_only=utilities.rank_zero_only if utilities is not None else (lambda fn: fn),
+        rank_zero_only=ember.utilities.rank_zero_only,
         seed_everything=ember.seed_everything,
         trainer_args={"accelerator": "cpu", "devices": 1},
     )
