@@ -135,14 +135,31 @@ def test_barebones(tmp_path: Path) -> None:
 def test_use_distributed_sampler_reaches_the_strategy(tmp_path: Path) -> None:
     from ember.strategies import DDPStrategy, ParallelStrategy
 
-    strategy = DDPStrategy()
-    trainer = _trainer(tmp_path, strategy=strategy, use_distributed_sampler=False, accelerator="cpu", devices=1)
-    assert isinstance(trainer.strategy, ParallelStrategy) and trainer.strategy.use_distributed_sampler is False
+    loader = DataLoader(_data(8), batch_size=2)
+    samplers = {}
+    for flag in (True, False):
+        trainer = _trainer(tmp_path, strategy=DDPStrategy(devices=2), use_distributed_sampler=flag, accelerator="cpu")
+        assert isinstance(trainer.strategy, ParallelStrategy) and trainer.strategy.use_distributed_sampler is flag
+        trainer.strategy._ranks = (0, 0, 0, 2)  # rank 0 of 2, as a launched worker would be
+        samplers[flag] = type(trainer.strategy.process_dataloader(loader, "fit").sampler).__name__
+    assert samplers == {True: "DistributedSampler", False: "SequentialSampler"}
     assert not isinstance(_trainer(tmp_path).strategy, ParallelStrategy)
 
 
-def test_sync_batchnorm_converts_under_a_parallel_strategy() -> None:
-    from ember.trainer_compat import convert_sync_batchnorm
+def test_sync_batchnorm_converts_under_a_parallel_strategy(tmp_path: Path) -> None:
+    from ember.strategies import DDPStrategy
+    from ember.trainer_compat import convert_sync_batchnorm, setup_compat
+
+    def bn_net() -> Net:
+        net = Net()
+        net.norm = torch.nn.BatchNorm1d(1)
+        return net
+
+    # The run's set-up step decides: converted under a parallel strategy, left alone on one device.
+    parallel, single = bn_net(), bn_net()
+    setup_compat(_trainer(tmp_path, strategy=DDPStrategy(devices=2), sync_batchnorm=True, accelerator="cpu"), parallel)
+    setup_compat(_trainer(tmp_path, sync_batchnorm=True), single)
+    assert isinstance(parallel.norm, torch.nn.SyncBatchNorm) and type(single.norm) is torch.nn.BatchNorm1d
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Sequential(torch.nn.BatchNorm1d(4)))
     net[1].running_mean.fill_(2.0)
