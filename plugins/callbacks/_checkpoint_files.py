@@ -1,6 +1,7 @@
 """What ``ModelCheckpoint`` does with files and names: filling the filename
 template, checking its directory at set-up, matching restored records to the
-files in its own directory, and the record kept beside the checkpoints."""
+files in its own directory, the record kept beside the checkpoints, and
+saving under a claimed name (:class:`CheckpointFiles`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import math
 import os
 import re
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ember.checkpointing import write_record
+from ember.plugins.checkpoint_io.torch_io import claiming_names
 from ember.roles import did_you_mean
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
 
 
 class MissingMetricError(ValueError):
@@ -251,3 +257,75 @@ def load_checkpoint_state(cb: Any, state: dict[str, Any]) -> None:
     cb.kth_value = t(state.get("kth_value"))
     cb.last_model_path = path(state.get("last_model_path"))
     cb._recent = [p for p in state.get("recent") or [] if isinstance(p, str)]
+
+
+class CheckpointFiles:
+    """``ModelCheckpoint``'s file operations: names, claims, saves, removals."""
+
+    def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None) -> str:
+        """The path a checkpoint with these ``metrics`` gets, e.g.
+        ``{dirpath}/epoch=3-step=120.ckpt``."""
+        template = filename if filename is not None else self.filename
+        if template is None:
+            template = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
+        name = fill_template(template, metrics, self.auto_insert_metric_name, self.CHECKPOINT_EQUALS_CHAR, self._warned_missing_fields)
+        if ver is not None:
+            name = f"{name}{self.CHECKPOINT_JOIN_CHAR}v{ver}"
+        return os.path.join(self.dirpath or "", name + self.FILE_EXTENSION)
+
+    def _free_path(self, filepath: str, reusable: str | None = None) -> str:
+        """``filepath``, or ``...-v1.ckpt`` etc. when a file of that name exists
+        that this instance may not overwrite."""
+        if not self.enable_version_counter or filepath == reusable or filepath in self._written or not os.path.exists(filepath):
+            return filepath
+        return self._next_free(filepath, reusable)
+
+    def _next_free(self, filepath: str, reusable: str | None = None) -> str:
+        base = self._base_names.get(filepath, filepath)
+        stem = base[: -len(self.FILE_EXTENSION)]
+        ver = self.STARTING_VERSION
+        while True:
+            candidate = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{ver}{self.FILE_EXTENSION}"
+            if candidate != filepath and (candidate == reusable or candidate in self._written or not os.path.exists(candidate)):
+                self._base_names[candidate] = base
+                return candidate
+            ver += 1
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str, reusable: str | None = None) -> None:
+        self._last_global_step_saved = trainer.global_step
+        strategy = getattr(trainer, "strategy", None)
+        several = strategy is not None and getattr(trainer, "world_size", 1) > 1
+        if several:
+            # Rank zero looked at the files; every rank must use the name it chose.
+            agreed = strategy.broadcast(filepath, 0)
+            if agreed != filepath:
+                rename_record(self, filepath, agreed)
+                filepath = agreed
+        if filepath == reusable or filepath in self._written or not self.enable_version_counter:
+            trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)  # ours (or asked to overwrite): replaced atomically
+        else:
+            # Not ours: claimed atomically, so a concurrent run's file of that name is never replaced.
+            with claiming_names(filepath, lambda taken: self._next_free(taken, reusable)) as claim:
+                trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)
+            claimed = claim.path or filepath
+            if several:
+                claimed = strategy.broadcast(claimed, 0)
+            if claimed != filepath:
+                rename_record(self, filepath, claimed)
+                filepath = claimed
+        self._written.add(filepath)
+        if getattr(trainer, "is_global_zero", True) and self.dirpath:
+            write_record(self.dirpath, self.state_key, record_entry(self))
+
+    def _remove(self, trainer: Trainer, filepath: str) -> None:
+        if filepath not in self._written:
+            return  # not ours (an earlier run's, or the user's): leave it
+        if filepath in self.best_k_models or filepath in self._recent or filepath in (self.best_model_path, self.last_model_path):
+            return  # still referenced
+        self._written.discard(filepath)
+        strategy = getattr(trainer, "strategy", None)
+        remover = getattr(strategy, "remove_checkpoint", None)
+        if remover is not None:
+            remover(filepath)
+        elif getattr(trainer, "is_global_zero", True) and os.path.exists(filepath):
+            os.remove(filepath)

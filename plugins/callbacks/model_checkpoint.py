@@ -34,9 +34,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ember.callback import Callback
-from ember.checkpointing import write_record
 from ember.plugin_manager import hookimpl
 from ember.plugins.callbacks._checkpoint_files import (  # noqa: F401  (has_validation, missing_metric_error: public here)
+    CheckpointFiles,
     MissingMetricError,
     as_number,
     check_arguments,
@@ -51,7 +51,7 @@ from ember.plugins.callbacks._checkpoint_files import (  # noqa: F401  (has_vali
     rename_record,
     score_tensor,
 )
-from ember.plugins.checkpoint_io.torch_io import claiming_names, remove_stale_temp_files
+from ember.plugins.checkpoint_io.torch_io import remove_stale_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,7 @@ def _state_stage(trainer: Any) -> tuple[Any, bool]:
     return getattr(state, "fn", None), bool(getattr(trainer, "sanity_checking", False))
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(CheckpointFiles, Callback):
     """Save checkpoints while fitting; see the module docstring for when.
 
     :param dirpath: directory for the files; default ``{trainer.log_dir}/checkpoints``.
@@ -373,74 +373,6 @@ class ModelCheckpoint(Callback):
             self._remove(trainer, previous)
 
     # ------------------------------------------------------------------ files
-    def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None, ver: int | None = None) -> str:
-        """The path a checkpoint with these ``metrics`` gets, e.g.
-        ``{dirpath}/epoch=3-step=120.ckpt``."""
-        template = filename if filename is not None else self.filename
-        if template is None:
-            template = "{epoch}" + self.CHECKPOINT_JOIN_CHAR + "{step}"
-        name = fill_template(template, metrics, self.auto_insert_metric_name, self.CHECKPOINT_EQUALS_CHAR, self._warned_missing_fields)
-        if ver is not None:
-            name = f"{name}{self.CHECKPOINT_JOIN_CHAR}v{ver}"
-        return os.path.join(self.dirpath or "", name + self.FILE_EXTENSION)
-
-    def _free_path(self, filepath: str, reusable: str | None = None) -> str:
-        """``filepath``, or ``...-v1.ckpt`` etc. when a file of that name exists
-        that this instance may not overwrite."""
-        if not self.enable_version_counter or filepath == reusable or filepath in self._written or not os.path.exists(filepath):
-            return filepath
-        return self._next_free(filepath, reusable)
-
-    def _next_free(self, filepath: str, reusable: str | None = None) -> str:
-        base = self._base_names.get(filepath, filepath)
-        stem = base[: -len(self.FILE_EXTENSION)]
-        ver = self.STARTING_VERSION
-        while True:
-            candidate = f"{stem}{self.CHECKPOINT_JOIN_CHAR}v{ver}{self.FILE_EXTENSION}"
-            if candidate != filepath and (candidate == reusable or candidate in self._written or not os.path.exists(candidate)):
-                self._base_names[candidate] = base
-                return candidate
-            ver += 1
-
-    def _save_checkpoint(self, trainer: Trainer, filepath: str, reusable: str | None = None) -> None:
-        self._last_global_step_saved = trainer.global_step
-        strategy = getattr(trainer, "strategy", None)
-        several = strategy is not None and getattr(trainer, "world_size", 1) > 1
-        if several:
-            # Rank zero looked at the files; every rank must use the name it chose.
-            agreed = strategy.broadcast(filepath, 0)
-            if agreed != filepath:
-                rename_record(self, filepath, agreed)
-                filepath = agreed
-        if filepath == reusable or filepath in self._written:
-            trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)  # ours: replaced atomically
-        else:
-            # Not ours: claimed atomically, so a concurrent run's file of that name is never replaced.
-            with claiming_names(filepath, lambda taken: self._next_free(taken, reusable)) as claim:
-                trainer.save_checkpoint(filepath, weights_only=self.save_weights_only)
-            claimed = claim.path or filepath
-            if several:
-                claimed = strategy.broadcast(claimed, 0)
-            if claimed != filepath:
-                rename_record(self, filepath, claimed)
-                filepath = claimed
-        self._written.add(filepath)
-        if getattr(trainer, "is_global_zero", True) and self.dirpath:
-            write_record(self.dirpath, self.state_key, record_entry(self))
-
-    def _remove(self, trainer: Trainer, filepath: str) -> None:
-        if filepath not in self._written:
-            return  # not ours (an earlier run's, or the user's): leave it
-        if filepath in self.best_k_models or filepath in self._recent or filepath in (self.best_model_path, self.last_model_path):
-            return  # still referenced
-        self._written.discard(filepath)
-        strategy = getattr(trainer, "strategy", None)
-        remover = getattr(strategy, "remove_checkpoint", None)
-        if remover is not None:
-            remover(filepath)
-        elif getattr(trainer, "is_global_zero", True) and os.path.exists(filepath):
-            os.remove(filepath)
-
     def _say(self, trainer: Trainer, message: str) -> None:
         if getattr(trainer, "is_global_zero", True):
             print(f"ModelCheckpoint: {message}", flush=True)
