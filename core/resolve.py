@@ -58,6 +58,13 @@ def resolve_strategy(
         precision_obj = registry.create("precision", str(precision_name))
     checkpoint_io = overrides.get("checkpoint_io") or registry.create("checkpoint_io", "torch")
     environment = overrides.get("environment") or detect_environment(registry)
+    options: dict[str, Any] = {}
+    if isinstance(strategy, dict):  # a stack's [trainer.strategy] table: name = "ddp", init_args = {timeout = 120}
+        unknown = sorted(set(strategy) - {"name", "init_args"})
+        if unknown or not isinstance(strategy.get("name", "auto"), str) or not isinstance(strategy.get("init_args", {}), dict):
+            raise ValueError(f'strategy={strategy!r}: a strategy table holds name = "<registered name>" and init_args = {{...}} only.')
+        options = dict(strategy.get("init_args", {}))
+        strategy = strategy.get("name", "auto")
     if not isinstance(strategy, str):
         for attr, value in (
             ("accelerator", accelerator_obj),
@@ -88,7 +95,7 @@ def resolve_strategy(
         raise ValueError(f"strategy='single_device' needs one device; devices={devices!r} gives {len(device_list)}.")
     kwargs["devices"] = device_list
     kwargs["num_nodes"] = num_nodes
-    return registry.create("strategy", name, **kwargs)
+    return registry.create("strategy", name, **kwargs, **options)
 
 
 def auto_accelerator(registry: RoleRegistry) -> str:

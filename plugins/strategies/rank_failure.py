@@ -10,8 +10,9 @@
   (it is a collective the other ranks never join); resume from the last
   periodic checkpoint.
 - Collectives time out after :data:`DEFAULT_TIMEOUT` unless the strategy is
-  given another ``timeout`` (``DDPStrategy(timeout=120)``, or
-  ``EMBER_DIST_TIMEOUT=120`` in the environment of a job started by name). When a collective times out,
+  given another ``timeout`` (``DDPStrategy(timeout=120)``; in a stack,
+  ``[trainer.strategy]`` with ``name = "ddp"`` and ``init_args = {timeout =
+  120}``; or ``EMBER_DIST_TIMEOUT=120`` in the environment). When a collective times out,
   each healthy rank signs in to a roll call in the group's key-value store and,
   after a short wait, names the ranks that did not sign in: the hung ones.
 """

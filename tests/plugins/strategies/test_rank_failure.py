@@ -132,3 +132,20 @@ def test_timeout_default_argument_and_environment(monkeypatch: pytest.MonkeyPatc
         DDPStrategy()
     with pytest.raises(ValueError, match="must be positive"):
         DDPStrategy(timeout=0)
+
+
+def test_timeout_from_a_stack_file(tmp_path: Any) -> None:
+    import ember
+    from ember.stack import build, load_stack
+
+    (tmp_path / "net_module.py").write_text("import torch, ember\nclass Net(ember.Module):\n    pass\n")
+    (tmp_path / "ember.toml").write_text(
+        '[model]\nclass_path = "net_module:Net"\n\n[trainer]\naccelerator = "cpu"\nlogger = false\n\n'
+        '[trainer.strategy]\nname = "ddp"\ninit_args = {timeout = 120}\n'
+    )
+    stack = load_stack(cwd=tmp_path, environ={})
+    _, _, kwargs = build(stack)
+    trainer = ember.Trainer(**kwargs)
+    assert isinstance(trainer.strategy, DDPStrategy) and trainer.strategy.timeout == datetime.timedelta(seconds=120)
+    with pytest.raises(ValueError, match="a strategy table holds name"):
+        ember.Trainer(strategy={"name": "ddp", "timeout": 120}, accelerator="cpu", logger=False)
