@@ -149,8 +149,9 @@ class BaseFinetuning(Callback):
             import warnings
 
             warnings.warn(
-                f"{len(skipped)} parameter(s) to unfreeze are already in a group of {type(optimizer).__name__} and were skipped. "
-                "Build the optimizer from the trainable parameters only, e.g. filter(lambda p: p.requires_grad, self.parameters()).",
+                f"{len(skipped)} parameter(s) to unfreeze are already in a group of {type(optimizer).__name__} and were skipped "
+                "(batch-norm layers stay trainable, and in the optimizer, with train_bn=True). If others are among them, build the "
+                "optimizer from the trainable parameters only: filter(lambda p: p.requires_grad, self.parameters()).",
                 stacklevel=3,
             )
         return kept
