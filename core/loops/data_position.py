@@ -84,9 +84,12 @@ def _setting(info: dict[str, Any]) -> str:
     )
 
 
-def batches_to_skip(loader: Any, saved: dict[str, Any] | None, batches_done: int, world_size: int, epoch: int) -> int:
+def batches_to_skip(
+    loader: Any, saved: dict[str, Any] | None, batches_done: int, world_size: int, epoch: int, mid_window: bool = False
+) -> int:
     """Batches of ``loader`` to skip to continue a checkpoint that stopped after
-    ``batches_done`` batches of epoch ``epoch`` (``saved``: its :func:`data_position`)."""
+    ``batches_done`` batches of epoch ``epoch`` (``saved``: its :func:`data_position`;
+    ``mid_window``: it holds the gradients of an unfinished accumulation window)."""
     if not batches_done or not saved:
         return batches_done  # at an epoch boundary, or a checkpoint older than these records
     now = _describe(loader, world_size)
@@ -99,6 +102,12 @@ def batches_to_skip(loader: Any, saved: dict[str, Any] | None, batches_done: int
             f"{where} ({_setting(saved)}); this run uses {_setting(now)}, which visits the samples in another order, "
             "so the rest of the epoch would skip some and repeat others. Resume with the saved settings, or from a "
             "checkpoint saved at an epoch boundary."
+        )
+    if mid_window:
+        raise ResumeMismatchError(
+            f"{where} ({_setting(saved)}), inside a gradient-accumulation window whose gradients it holds; this run uses "
+            f"{_setting(now)}, so the window would mix batches of both sizes. Resume with the saved settings, or from a "
+            "checkpoint saved at the end of an accumulation window or epoch."
         )
     samples, step = saved["samples_done"], now["global_batch_size"]
     if samples % step:

@@ -210,7 +210,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     else:
         position.epoch_rng = epoch_snapshot(loader)
     if resume is not None and skip:  # in samples: another batch size or world size continues at the sample, or refuses
-        skip = batches_to_skip(loader, resume.data, skip, trainer.world_size, trainer.current_epoch)
+        skip = batches_to_skip(loader, resume.data, skip, trainer.world_size, trainer.current_epoch, bool(resume.accumulated_grads))
     iterator = iter(loader)
     if skip:
         warn_if_not_exactly_resumable(loader, skip)

@@ -181,3 +181,28 @@ def test_two_processes_shuffled_to_one_refuses_with_both_settings(tmp_path: Path
     assert "2 process(es) x batch size 2 = global batch 4, reading with a DistributedSampler (shuffle=True" in message, message
     assert "1 process(es) x batch size 2 = global batch 2, reading with a random sampler" in message, message
     assert not (out / "resumed-rank0.txt").exists()
+
+
+class SaveThenCrashAtBatch(ember.Callback):
+    def __init__(self, path: str, batch_idx: int) -> None:
+        self.path, self.batch_idx = path, batch_idx
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if batch_idx == self.batch_idx:
+            trainer.save_checkpoint(self.path)
+            raise Crash(f"planned crash after batch {batch_idx}")
+
+
+def test_refuses_another_batch_size_inside_an_accumulation_window(tmp_path: Path) -> None:
+    out, ckpt = tmp_path / "seen", str(tmp_path / "mid.ckpt")
+    out.mkdir()
+    with pytest.raises(Crash):  # 4 batches done (16 samples): the window of batches 3-4 of 3 is unfinished
+        trainer(tmp_path, [SaveThenCrashAtBatch(ckpt, 3)], accumulate_grad_batches=3).fit(
+            IndexRecorder(str(out), "first"), loader(4, False)
+        )
+    assert torch.load(ckpt, weights_only=True)["loops"]["fit"].get("accumulated_grads")
+    with pytest.raises(ResumeMismatchError, match="inside a gradient-accumulation window"):
+        trainer(tmp_path, accumulate_grad_batches=3).fit(IndexRecorder(str(out), "resumed"), loader(8, False), ckpt_path=ckpt)
+    # The saved batch size continues (and finishes the window) as before.
+    trainer(tmp_path, accumulate_grad_batches=3).fit(IndexRecorder(str(out), "resumed"), loader(4, False), ckpt_path=ckpt)
+    assert_each_sample_once(out)
