@@ -9,6 +9,8 @@ from ``SingleDeviceStrategy``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ember._lazy import lazy_exports
 
 _EXPORTS = {
@@ -25,6 +27,36 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 class ParallelStrategy:
     """Base of the strategies that run several processes. Subclasses set
-    ``parallel_devices`` and implement :class:`~ember.roles.Strategy`."""
+    ``parallel_devices`` and implement :class:`~ember.roles.Strategy`.
+    Its constructor takes Lightning's argument names and stores them under
+    ember's (``environment``, ``precision``); ``None`` is filled in by the
+    Trainer from its own arguments."""
 
     parallel_devices: list | None = None
+
+    def __init__(
+        self,
+        accelerator: Any = None,
+        parallel_devices: list | None = None,
+        cluster_environment: Any = None,
+        checkpoint_io: Any = None,
+        precision_plugin: Any = None,
+    ) -> None:
+        self.accelerator = accelerator
+        self.parallel_devices = parallel_devices
+        self.environment = cluster_environment
+        self.checkpoint_io = checkpoint_io
+        self.precision = precision_plugin
+
+
+def lightning_aliases(devices: Any, environment: Any, precision: Any, parallel_devices: Any, cluster_environment: Any, precision_plugin: Any, owner: str) -> tuple[Any, Any, Any]:
+    """A strategy's ``(devices, environment, precision)`` given either ember's
+    argument names or Lightning's (``parallel_devices``, ``cluster_environment``,
+    ``precision_plugin``); both for one thing is an error."""
+    pairs = (("devices", devices, "parallel_devices", parallel_devices), ("environment", environment, "cluster_environment", cluster_environment),
+             ("precision", precision, "precision_plugin", precision_plugin))  # fmt: skip
+    for ours, a, theirs, b in pairs:
+        if a is not None and b is not None:
+            raise TypeError(f"{owner}: pass {ours}= or Lightning's {theirs}=, not both.")
+    return (devices if devices is not None else parallel_devices, environment if environment is not None else cluster_environment,
+            precision if precision is not None else precision_plugin)  # fmt: skip

@@ -42,7 +42,7 @@ from ember.plugins.strategies.spawn_launcher import (  # noqa: F401  (re-exporte
     _SpawnLauncher,
     find_free_port,
 )
-from ember.strategies import ParallelStrategy
+from ember.strategies import ParallelStrategy, lightning_aliases
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
 
@@ -101,8 +101,14 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         use_distributed_sampler: bool = True,
         process_group_backend: str | None = None,
         timeout: datetime.timedelta | float | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        precision_plugin: Any = None,
         **ddp_kwargs: Any,
     ) -> None:
+        devices, environment, precision = lightning_aliases(
+            devices, environment, precision, parallel_devices, cluster_environment, precision_plugin, type(self).__name__
+        )
         self.accelerator = accelerator
         self.precision = precision
         self.checkpoint_io = checkpoint_io

@@ -51,6 +51,7 @@ import torch
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher, _TrainingStepModule, _unwrap
 from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_model_states
+from ember.strategies import lightning_aliases
 
 #: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
 TAG = "ember"
@@ -218,7 +219,13 @@ class DeepSpeedStrategy(DDPStrategy):
         logging_batch_size_per_gpu: int | None = None,
         process_group_backend: str | None = None,
         timeout: Any = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        precision_plugin: Any = None,
     ) -> None:
+        devices, environment, precision = lightning_aliases(
+            devices, environment, precision, parallel_devices, cluster_environment, precision_plugin, "DeepSpeedStrategy"
+        )
         super().__init__(
             accelerator,
             None,

@@ -51,6 +51,7 @@ import torch.distributed as dist
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies import safe_dcp
 from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher
+from ember.strategies import lightning_aliases
 
 #: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.
 META_FILE = "meta.pt"
@@ -130,8 +131,14 @@ class FSDPStrategy(DDPStrategy):
         use_distributed_sampler: bool = True,
         process_group_backend: str | None = None,
         timeout: Any = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: Any = None,
+        precision_plugin: Any = None,
         **fsdp_kwargs: Any,
     ) -> None:
+        devices, environment, precision = lightning_aliases(
+            devices, environment, precision, parallel_devices, cluster_environment, precision_plugin, "FSDPStrategy"
+        )
         super().__init__(
             accelerator,
             precision,

@@ -29,14 +29,22 @@ class SingleDeviceStrategy:
 
     def __init__(
         self,
-        accelerator: Any,
-        precision: Any,
-        checkpoint_io: Any,
-        environment: Any,
+        accelerator: Any = None,
+        precision: Any = None,
+        checkpoint_io: Any = None,
+        environment: Any = None,
         devices: list[torch.device] | None = None,
         num_nodes: int = 1,
-        device: torch.device | None = None,
+        device: torch.device | str | None = None,
+        precision_plugin: Any = None,
     ) -> None:
+        # ``None`` roles are filled in by the Trainer; Lightning's names are accepted.
+        if precision_plugin is not None:
+            if precision is not None:
+                raise TypeError("SingleDeviceStrategy: pass precision= or Lightning's precision_plugin=, not both.")
+            precision = precision_plugin
+        if isinstance(device, str):
+            device = torch.device(device)
         if device is None and devices:
             if len(devices) != 1 or num_nodes != 1:
                 raise ValueError(

@@ -474,3 +474,19 @@ def test_logger_prefix_and_profiler_base(tmp_path: Path) -> None:
     with profiler.profile("mine"):
         pass
     assert profiler.actions["mine"] == 1
+
+
+def test_strategies_take_lightnings_argument_names(tmp_path: Path) -> None:
+    from ember.strategies import DDPStrategy, FSDPStrategy, ParallelStrategy, SingleDeviceStrategy
+
+    env = object()
+    ddp = DDPStrategy(parallel_devices=[torch.device("cpu")] * 2, cluster_environment=env, precision_plugin=None)
+    assert ddp.parallel_devices == [torch.device("cpu")] * 2 and ddp.environment is env
+    with pytest.raises(TypeError, match="parallel_devices"):
+        DDPStrategy(devices=2, parallel_devices=[torch.device("cpu")])
+    assert FSDPStrategy(parallel_devices=[torch.device("cpu")] * 2).parallel_devices == [torch.device("cpu")] * 2
+    base = ParallelStrategy(parallel_devices=[torch.device("cpu")], cluster_environment=env)
+    assert base.environment is env and base.precision is None
+    trainer = _trainer(tmp_path, strategy=SingleDeviceStrategy(device="cpu"))
+    assert trainer.strategy.precision is not None and trainer.strategy.accelerator is not None  # filled in by the Trainer
+    trainer.fit(Net(), _loader(8))
