@@ -235,3 +235,25 @@ def test_resume_after_a_max_steps_stop_inside_an_epoch_is_bit_identical(tmp_path
             resumed.state_dict()[name], value, rtol=0, atol=0, msg=f"{name} differs after a max_steps={stop_at} stop"
         )
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 3
+
+
+def test_model_checkpoints_last_file_after_a_max_steps_stop_continues_the_epoch(tmp_path: Path) -> None:
+    """ModelCheckpoint saves last.ckpt at the epoch end that a max_steps stop
+    inside the epoch runs; resuming from it is bit-identical too."""
+    from ember.plugins.callbacks import ModelCheckpoint
+
+    def args() -> dict[str, Any]:
+        return {"train_dataloaders": _fit_args("dataloaders")["train_dataloaders"]}  # no validation: saves at the epoch end
+
+    ember.seed_everything(7)
+    expected = _EpochScheduled()
+    _steps_trainer(tmp_path, 18).fit(expected, **args())
+    ember.seed_everything(7)
+    mc = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    _steps_trainer(tmp_path, 5, [mc]).fit(_EpochScheduled(), **args())
+    assert torch.load(mc.last_model_path, weights_only=True)["loops"]["fit"]["batches_done"] == 5
+    ember.seed_everything(1)
+    resumed = _EpochScheduled()
+    _steps_trainer(tmp_path, 18).fit(resumed, **args(), ckpt_path=mc.last_model_path)
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
