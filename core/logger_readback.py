@@ -232,6 +232,14 @@ def _csv_bound(options: dict[str, Any]) -> KillBound:
 
 
 def _tensorboard_bound(options: dict[str, Any]) -> KillBound:
+    """Without TensorFlow, TensorBoard's own file layer appends each event to
+    the file as the writer thread takes it from the queue: only queued events
+    (at most ``max_queue``) can be lost. TensorFlow's file layer buffers until
+    the writer flushes (every ``flush_secs``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return KillBound(calls=int(options.get("max_queue", 10)), seconds=None)
     return KillBound(calls=None, seconds=float(options.get("flush_secs", 120)))
 
 
