@@ -92,7 +92,7 @@ def fill_template(template: str, metrics: dict[str, Any], auto_insert_metric_nam
     return _FIELD.sub(replace, template)
 
 
-def check_writable_dir(directory: str, culprit: str) -> None:
+def check_writable_dir(directory: str, culprit: str, alternative: str = "") -> None:
     """Fail now, before the first step, when ``directory`` cannot be written:
     it (or the nearest existing folder above it) is not a directory, or a
     file cannot be created in it. ``culprit`` names the setting to change."""
@@ -115,7 +115,9 @@ def check_writable_dir(directory: str, culprit: str) -> None:
     elif not os.access(existing, os.W_OK | os.X_OK):
         code, reason = errno.EACCES, f"it cannot be created in {existing} (no write permission, or a read-only file system)"
     if reason:
-        error = CheckpointWriteError(f"cannot write checkpoints to {directory}: {reason}. Set {culprit} to a writable directory.")
+        error = CheckpointWriteError(
+            f"cannot write checkpoints to {directory}: {reason}. Set {culprit} to a writable directory{alternative}."
+        )
         error.errno, error.filename = code, directory
         raise error
 

@@ -70,7 +70,11 @@ class FaultTolerance(Callback):
             return
         directory = os.path.dirname(trainer.resume_checkpoint_path)
         # Fail now, not when the preemption comes and the save cannot be written.
-        check_writable_dir(directory, f"Trainer(default_root_dir=...) (now {trainer.default_root_dir!r})")
+        check_writable_dir(
+            directory,
+            f"Trainer(default_root_dir=...) (now {trainer.default_root_dir!r})",
+            ", or turn preemption saves off (enable_fault_tolerance=False)",
+        )
         if trainer.is_global_zero:
             remove_stale_temp_files(directory)
         if threading.current_thread() is not threading.main_thread():
