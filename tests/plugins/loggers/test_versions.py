@@ -48,10 +48,10 @@ def test_saved_version_is_matched_inside_the_configured_root(tmp_path):
         assert version_from_checkpoint("CSVLogger", str(tmp_path), 7, 2) is None
 
 
-def _checkpoint_with_logger_version(tmp_path: Any, version: Any) -> tuple[str, str]:
-    """A real checkpoint of a CSV-logged fit, with the logger's saved version replaced."""
+def _checkpoint_with_logger_version(tmp_path: Any, version: Any, cls: type = CSVLogger) -> tuple[str, str]:
+    """A real checkpoint of a fit logged by ``cls``, with the logger's saved version replaced."""
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-    first = CSVLogger(save_dir=tmp_path / "logs")
+    first = cls(save_dir=tmp_path / "logs")
     run_fit(tmp_path, [first], epochs=1, callbacks=[ckpt], enable_checkpointing=True)
     checkpoint = torch.load(ckpt.last_model_path, weights_only=True)
     assert checkpoint["callbacks"][first.state_key] == {"version": 0}
@@ -61,17 +61,26 @@ def _checkpoint_with_logger_version(tmp_path: Any, version: Any) -> tuple[str, s
     return crafted, first.state_key
 
 
+def _tensorboard() -> type:
+    pytest.importorskip("tensorboard")
+    from ember.plugins.loggers.tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
 @pytest.mark.parametrize("kind", ["absolute", "dotdot"])
-def test_crafted_checkpoint_version_does_not_choose_the_directory(tmp_path, kind):
+def test_crafted_checkpoint_version_does_not_choose_the_directory(tmp_path, kind, logger):
+    cls = CSVLogger if logger == "csv" else _tensorboard()
     target = tmp_path / "elsewhere"
     version = str(target) if kind == "absolute" else os.path.join("..", "..", "elsewhere")
-    crafted, _ = _checkpoint_with_logger_version(tmp_path, version)
-    resumed = CSVLogger(save_dir=tmp_path / "logs")
+    crafted, _ = _checkpoint_with_logger_version(tmp_path, version, cls)
+    resumed = cls(save_dir=tmp_path / "logs")
     with pytest.warns(UserWarning, match="not a run directory"):
         run_fit(tmp_path, [resumed], epochs=2, ckpt_path=crafted)
     assert not target.exists(), "nothing is written where the checkpoint pointed"
     assert resumed.log_dir == os.path.join(str(tmp_path / "logs"), "ember_logs", "version_1")
-    assert os.path.isfile(resumed.metrics_file_path)
+    assert os.listdir(resumed.log_dir), "the resumed run writes into its own new version"
 
 
 def test_resume_continues_the_matching_version_in_the_configured_root(tmp_path):
