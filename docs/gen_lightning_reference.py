@@ -104,11 +104,11 @@ def _fmt_default(p: inspect.Parameter) -> str:
 
 
 #: Defaults that differ only in ember's name for itself.
-DEFAULT_EQUIVALENTS = {"lightning_logs": "ember_logs"}
+DEFAULT_EQUIVALENTS = {"lightning_logs": ("ember_logs", "ember")}
 
 
 def _same_default(a: Any, b: Any) -> bool:
-    if isinstance(a, str) and DEFAULT_EQUIVALENTS.get(a) == b:
+    if isinstance(a, str) and b in DEFAULT_EQUIVALENTS.get(a, ()):
         return True
     if a is inspect.Parameter.empty:
         return True  # Lightning requires it; an ember default only adds convenience
@@ -308,6 +308,8 @@ def render() -> str:
         "counterpart. A name matches when ember has it with the same parameter names and",
         "compatible defaults (ember may add parameters after Lightning's). Callback hooks",
         "call Lightning's `pl_module` argument `module`; hooks are called positionally.",
+        "A default that differs only by ember's own name for its logs (`lightning_logs` →",
+        "`ember_logs`, or `ember` for MLflow's experiment) counts as compatible.",
         "Names ember deliberately does not provide are listed with the reason and the",
         "ember alternative. `tests/compat/test_api_surface.py` regenerates this table and",
         "fails when a Lightning name is neither provided nor excluded.",

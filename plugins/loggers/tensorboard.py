@@ -56,8 +56,10 @@ class TensorBoardLogger(VersionedLogger):
         flush_secs: float = 120,
         max_queue: int = 10,
         prefix: str = "",
+        log_graph: bool = False,
     ) -> None:
         self.prefix = prefix
+        self._log_graph = log_graph
         require("tensorboard", "TensorBoardLogger", "tensorboard")
         self._save_dir = os.fspath(save_dir)
         self._name = name or ""
@@ -106,6 +108,27 @@ class TensorBoardLogger(VersionedLogger):
                 writer.add_scalars(key, value, step)
             else:
                 writer.add_scalar(key, value, step)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Add ``model``'s graph, traced with ``input_array`` (default: its
+        ``example_input_array``), to TensorBoard."""
+        import torch
+
+        example = input_array if input_array is not None else getattr(model, "example_input_array", None)
+        if example is None:
+            import warnings
+
+            warnings.warn("TensorBoardLogger(log_graph=True) needs the module's example_input_array (or log_graph(model, input_array)).", stacklevel=2)
+            return
+        device = getattr(model, "device", None)
+        if device is not None and isinstance(example, torch.Tensor):
+            example = example.to(device)
+        with torch.no_grad():
+            self.experiment.add_graph(model, example)
+
+    def on_train_start(self, trainer: Any, module: Any) -> None:
+        if self._log_graph and getattr(trainer, "is_global_zero", True):
+            self.log_graph(module)
 
     def log_hyperparams(self, params: Any, metrics: dict[str, float] | None = None) -> None:
         """Write ``params`` for the HParams dashboard and to ``hparams.json``.

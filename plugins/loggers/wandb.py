@@ -76,6 +76,10 @@ class WandbLogger(Logger):
         yet is lost if the process is killed outright (SIGKILL).
     :param init_kwargs: passed to ``wandb.init`` as they are (``entity``,
         ``tags``, ``group``, ``settings``...).
+
+    Lightning's names work too: ``version`` (the run id), ``dir`` (the save
+    directory), ``anonymous=True`` (``wandb.init(anonymous="allow")``) and
+    ``experiment`` (a run you started, to log into instead of starting one).
     """
 
     def __init__(
@@ -88,8 +92,21 @@ class WandbLogger(Logger):
         config: dict[str, Any] | None = None,
         flush_secs: float | None = None,
         prefix: str = "",
+        version: str | None = None,
+        dir: str | os.PathLike[str] | None = None,
+        anonymous: bool | None = None,
+        experiment: Any = None,
         **init_kwargs: Any,
     ) -> None:
+        # Lightning's names: version is the run id, dir the save directory.
+        if version is not None:
+            if id is not None and id != version:
+                raise ValueError(f"WandbLogger(id={id!r}, version={version!r}): version is Lightning's name for id; pass one.")
+            id = version
+        if dir is not None:
+            save_dir = dir
+        if anonymous:
+            init_kwargs.setdefault("anonymous", "allow")
         self.prefix = prefix
         require("wandb", "WandbLogger", "wandb")
         self._flush_secs = flush_secs
@@ -100,7 +117,9 @@ class WandbLogger(Logger):
         self._offline = offline
         self._config = dict(config or {})
         self._init_kwargs = init_kwargs
-        self._run: Run | None = None
+        self._run: Run | None = experiment  # an existing run to log into (Lightning's experiment=)
+        if experiment is not None:
+            self._id = getattr(experiment, "id", id)
         self._resume = id is not None
         self._floor: int | None = None
         self._last_step = -1

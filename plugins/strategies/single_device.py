@@ -35,7 +35,7 @@ class SingleDeviceStrategy:
         environment: Any = None,
         devices: list[torch.device] | None = None,
         num_nodes: int = 1,
-        device: torch.device | str | None = None,
+        device: torch.device | str | None = "cpu",
         precision_plugin: Any = None,
     ) -> None:
         # ``None`` roles are filled in by the Trainer; Lightning's names are accepted.
@@ -45,7 +45,7 @@ class SingleDeviceStrategy:
             precision = precision_plugin
         if isinstance(device, str):
             device = torch.device(device)
-        if device is None and devices:
+        if devices:  # the Trainer's devices (``device`` keeps its default then)
             if len(devices) != 1 or num_nodes != 1:
                 raise ValueError(
                     f"The single-device strategy runs one process on one device, not {len(devices)} device(s) on {num_nodes} node(s)."

@@ -490,3 +490,29 @@ def test_strategies_take_lightnings_argument_names(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path, strategy=SingleDeviceStrategy(device="cpu"))
     assert trainer.strategy.precision is not None and trainer.strategy.accelerator is not None  # filled in by the Trainer
     trainer.fit(Net(), _loader(8))
+
+
+@pytest.mark.slow  # imports TensorBoard and starts an offline W&B run (seconds each)
+def test_tensorboard_log_graph_and_wandb_lightning_names(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ember.loggers import TensorBoardLogger, WandbLogger
+
+    tb = TensorBoardLogger(tmp_path / "tb", log_graph=True)
+    model = Net()
+    model.example_input_array = torch.randn(2, 4)
+    _trainer(tmp_path, logger=tb).fit(model, _loader(8))
+    events = EventAccumulator(tb.log_dir)
+    events.Reload()
+    assert events.Graph() is not None and any(node.op for node in events.Graph().node)
+
+    wandb = pytest.importorskip("wandb")
+    logger = WandbLogger(version="ember-run-1", dir=tmp_path / "wb", offline=True, anonymous=True)
+    assert logger.version == "ember-run-1" and logger.save_dir == str(tmp_path / "wb")
+    run = wandb.init(mode="offline", dir=str(tmp_path / "own"), reinit="create_new")
+    try:
+        adopted = WandbLogger(experiment=run)
+        assert adopted.experiment is run and adopted.version == run.id
+    finally:
+        run.finish()
