@@ -45,13 +45,18 @@ class TorchProfiler(Callback):
         batch of the run in one window (large traces).
     :param record_shapes, profile_memory, with_stack: passed to ``torch.profiler.profile``.
     :param row_limit: rows of the operator table printed at the end (0: none).
-    :param sort_by: column the operator table is sorted by.
+    :param sort_by: column the operator table is sorted by (Lightning's
+        ``sort_by_key`` is accepted too).
+    :param group_by_input_shapes: one table row per operator and input shape
+        (records shapes).
+    :param export_to_chrome: write the Chrome traces (``False``: the table only).
+    :param table_kwargs: more arguments of ``key_averages().table(...)``.
     """
 
     def __init__(
         self,
         dirpath: str | os.PathLike[str] | None = None,
-        filename: str = "trace",
+        filename: str | None = None,
         *,
         wait: int = 1,
         warmup: int = 1,
@@ -63,12 +68,23 @@ class TorchProfiler(Callback):
         with_stack: bool = False,
         row_limit: int = 20,
         sort_by: str | None = None,
+        group_by_input_shapes: bool = False,
+        export_to_chrome: bool = True,
+        sort_by_key: str | None = None,
+        table_kwargs: dict[str, Any] | None = None,
     ) -> None:
         for name, value in (("wait", wait), ("warmup", warmup), ("active", active), ("repeat", repeat), ("skip_first", skip_first)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"TorchProfiler({name}={value!r}) must be a non-negative int.")
         self.dirpath = os.fspath(dirpath) if dirpath is not None else None
-        self.filename = filename
+        self.filename = filename or "trace"
+        self.group_by_input_shapes = group_by_input_shapes
+        self.export_to_chrome = export_to_chrome
+        self.table_kwargs = dict(table_kwargs or {})
+        if sort_by_key is not None:  # Lightning's name for sort_by
+            sort_by = sort_by_key
+        if group_by_input_shapes:
+            record_shapes = True  # grouping by shape needs the shapes
         self.schedule_args = {"wait": wait, "warmup": warmup, "active": active, "repeat": repeat, "skip_first": skip_first}
         self.record_shapes = record_shapes
         self.profile_memory = profile_memory
@@ -132,12 +148,14 @@ class TorchProfiler(Callback):
     def _export(self, prof: Any, trainer: Any) -> None:
         rank = f"-rank{trainer.global_rank}" if int(getattr(trainer, "world_size", 1) or 1) > 1 else ""
         path = os.path.join(self._dir, f"{self.filename}{rank}-{len(self.trace_paths)}.json")
-        prof.export_chrome_trace(path)
-        self.trace_paths.append(path)
+        if self.export_to_chrome:
+            prof.export_chrome_trace(path)
+            self.trace_paths.append(path)
         if self.row_limit > 0:
             sort_by = self.sort_by or ("self_cuda_time_total" if len(self._activities()) > 1 else "self_cpu_time_total")
             try:
-                self._table = prof.key_averages().table(sort_by=sort_by, row_limit=self.row_limit)
+                averages = prof.key_averages(group_by_input_shape=self.group_by_input_shapes)
+                self._table = averages.table(**{"sort_by": sort_by, "row_limit": self.row_limit, **self.table_kwargs})
             except Exception as exc:  # a table is a nicety; the trace is what matters
                 self._table = f"(no operator table: {exc})"
 
@@ -151,7 +169,7 @@ class TorchProfiler(Callback):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "incomplete profiler cycle": reported below instead
             prof.stop()
-        if not self.trace_paths:
+        if not self.trace_paths and not (not self.export_to_chrome and self._table):
             warnings.warn(
                 f"TorchProfiler wrote no trace: the run ended before a full schedule window "
                 f"({self.schedule_args}) of training batches had been recorded. Lower wait/warmup/active or run more batches.",
@@ -159,7 +177,7 @@ class TorchProfiler(Callback):
             )
             return
         if getattr(trainer, "is_global_zero", True):
-            lines = [f"TorchProfiler: {len(self.trace_paths)} trace(s) in {self._dir}: " + ", ".join(os.path.basename(p) for p in self.trace_paths)]
+            lines = [f"TorchProfiler: {len(self.trace_paths)} trace(s) in {self._dir}: " + ", ".join(os.path.basename(p) for p in self.trace_paths)] if self.trace_paths else []
             if self._table:
                 lines.append(self._table)
             sys.stdout.write("\n" + "\n".join(lines) + "\n")

@@ -516,3 +516,16 @@ def test_tensorboard_log_graph_and_wandb_lightning_names(tmp_path: Path) -> None
         assert adopted.experiment is run and adopted.version == run.id
     finally:
         run.finish()
+
+
+def test_pytorch_profiler_lightning_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ember.profilers import PyTorchProfiler
+
+    profiler = PyTorchProfiler(
+        dirpath=tmp_path / "p", export_to_chrome=False, group_by_input_shapes=True, sort_by_key="cpu_time_total",
+        table_kwargs={"max_name_column_width": 30}, wait=0, warmup=0, active=2,
+    )  # fmt: skip
+    assert profiler.filename == "trace" and profiler.record_shapes and profiler.sort_by == "cpu_time_total"
+    _trainer(tmp_path, profiler=profiler).fit(Net(), _loader())
+    assert profiler.trace_paths == [] and not list((tmp_path / "p").glob("*.json"))  # export_to_chrome=False
+    assert "Input Shapes" in capsys.readouterr().out  # the table grouped by shapes
