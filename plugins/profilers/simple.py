@@ -72,11 +72,16 @@ class SimpleProfiler(Callback):
         extension). With more than one process, ``-rank{N}`` is inserted.
     :param top: how many hook rows the printed table shows (all are in
         :meth:`results`).
+    :param extended: the tables have the call counts and the share of the
+        run's time (``False``: total and mean only).
     """
 
     default_filename = "profile.txt"
 
-    def __init__(self, dirpath: str | os.PathLike[str] | None = None, filename: str | None = None, top: int = 25) -> None:
+    def __init__(
+        self, dirpath: str | os.PathLike[str] | None = None, filename: str | None = None, top: int = 25, extended: bool = True
+    ) -> None:
+        self.extended = extended
         self.dirpath = os.fspath(dirpath) if dirpath is not None else None
         self.filename = filename
         self.top = int(top)
@@ -270,11 +275,18 @@ class SimpleProfiler(Callback):
             c = (r["hook"],) + ((r["owner"],) if owner else ())
             return c + (str(r["calls"]), _fmt_seconds(r["total_s"]), _fmt_seconds(r["mean_s"]), f"{r['percent']:.1f}%")
 
+        def table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+            if not self.extended:  # without the call counts and the share of the run
+                keep = [i for i, h in enumerate(header) if h not in ("count", "calls", "% run")]
+                header, rows = tuple(header[i] for i in keep), [tuple(r[i] for i in keep) for r in rows]
+                right = {keep.index(i) for i in right if i in keep}
+            return _table(header, rows, right)
+
         if loops:
-            out += ["", *_table(("loop unit", "count", "total", "mean", "% run"), [cells(r, owner=False) for r in loops], {1, 2, 3, 4})]
+            out += ["", *table(("loop unit", "count", "total", "mean", "% run"), [cells(r, owner=False) for r in loops], {1, 2, 3, 4})]
         if hooks:
             shown = hooks[: self.top] if self.top > 0 else hooks
-            out += ["", *_table(("hook", "owner", "calls", "total", "mean", "% run"), [cells(r, owner=True) for r in shown], {2, 3, 4, 5})]
+            out += ["", *table(("hook", "owner", "calls", "total", "mean", "% run"), [cells(r, owner=True) for r in shown], {2, 3, 4, 5})]
             if len(shown) < len(hooks):
                 out.append(f"... {len(hooks) - len(shown)} more hook rows in results()")
         else:

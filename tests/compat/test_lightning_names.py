@@ -529,3 +529,14 @@ def test_pytorch_profiler_lightning_options(tmp_path: Path, capsys: pytest.Captu
     _trainer(tmp_path, profiler=profiler).fit(Net(), _loader())
     assert profiler.trace_paths == [] and not list((tmp_path / "p").glob("*.json"))  # export_to_chrome=False
     assert "Input Shapes" in capsys.readouterr().out  # the table grouped by shapes
+
+
+def test_simple_profiler_extended(tmp_path: Path) -> None:
+    from ember.profilers import SimpleProfiler
+
+    reports = {}
+    for extended in (True, False):
+        profiler = SimpleProfiler(extended=extended)
+        _trainer(tmp_path, profiler=profiler).fit(Net(), _loader(8))
+        reports[extended] = profiler.summary()
+    assert "% run" in reports[True] and "% run" not in reports[False] and "mean" in reports[False]
