@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     import torch
 
     from ember.module import Module
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
     from ember.trainer import Trainer
 
 hookspec = pluggy.HookspecMarker("ember")
+
+#: Hooks that fire while ember assembles itself, not during a run.
+REGISTRATION_HOOKS: frozenset[str] = frozenset({"register_roles", "add_commands"})
 
 #: Hooks that fire once per batch; dispatched through prebuilt tuples.
 PER_STEP_HOOKS: frozenset[str] = frozenset(
@@ -69,6 +74,26 @@ def register_roles(registry: RoleRegistry) -> None:
         ``"checkpoint_io"``, ``"environment"``, ``"callback"``, ``"logger"``
         and ``factory`` builds the provider (usually the class itself). Users
         then pick it by ``name`` in the Trainer arguments or the stack file.
+
+    The return value is ignored.
+    """
+
+
+@hookspec
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``ember`` command (as pytest's ``pytest_addoption``
+    adds options).
+
+    Fires once each time ``ember`` builds its parser, on the command plugins
+    only: ember's own (``ember.commands.registry.BUILTIN_COMMAND_PLUGINS``) and
+    the entry points of the ``ember.commands`` group, which must import nothing
+    heavy at module level. fsdp's ``ember checkpoint consolidate`` is added this way.
+
+    :param subparsers: ``ember``'s subcommands: ``subparsers.add_parser(name)``
+        adds one; ``ember.commands.registry.subcommands(subparsers.choices["checkpoint"])``
+        reaches an existing group's. Set ``run`` in the new parser's defaults
+        (``p.set_defaults(run=fn)``): ``ember`` calls ``fn(args)`` and exits with
+        its return value.
 
     The return value is ignored.
     """

@@ -221,14 +221,14 @@ class PluginManager(pluggy.PluginManager):
         self.register(_CallbackPlugin(callback), name, PluginSource(kind, distribution="", target=type(callback).__module__))
         return name
 
-    def load_builtins(self, disable: Iterable[str] = (), strict: bool = True) -> None:
-        """Register :data:`BUILTIN_PLUGINS` (minus ``disable``, by module or short
-        name). With ``strict=False`` a built-in that fails is recorded as a
-        :class:`PluginFailure` instead of raising, for ``ember plugins``."""
+    def load_builtins(self, disable: Iterable[str] = (), strict: bool = True, modules: Iterable[str] = BUILTIN_PLUGINS) -> None:
+        """Register ``modules`` (default :data:`BUILTIN_PLUGINS`) minus ``disable``,
+        by module or short name. With ``strict=False`` a built-in that fails is
+        recorded as a :class:`PluginFailure` instead of raising, for ``ember plugins``."""
         from ember import __version__
 
         skip = set(disable)
-        for modname in BUILTIN_PLUGINS:
+        for modname in modules:
             if modname in skip or modname.rsplit(".", 1)[-1] in skip:
                 self.disabled.append(modname)
                 continue
@@ -243,8 +243,9 @@ class PluginManager(pluggy.PluginManager):
                     PluginFailure(modname, "ember", __version__, modname, f"{type(exc).__name__}: {exc}", traceback.format_exc())
                 )
 
-    def load_entrypoints(self, settings: AutoloadSettings | None = None) -> None:
-        """Load the ``ember.plugins`` entry points that ``settings`` allow. A
+    def load_entrypoints(self, settings: AutoloadSettings | None = None, group: str = ENTRY_POINT_GROUP) -> None:
+        """Load the entry points of ``group`` (``ember.plugins``, or
+        ``ember.commands`` for :mod:`ember.commands`) that ``settings`` allow. A
         name in the allow- or deny-list that matches no installed plugin is
         warned about, with the closest name. An entry-point name published by
         two distributions loads neither (a recorded failure naming both),
@@ -252,8 +253,9 @@ class PluginManager(pluggy.PluginManager):
         from ember.plugin_names import collision, selects, warn_unknown
 
         settings = settings or AutoloadSettings.from_env()
-        found = _entry_points()
-        warn_unknown(settings, found)
+        found = _entry_points(group)
+        if group == ENTRY_POINT_GROUP:
+            warn_unknown(settings, found)
         candidates = []
         for ep, dist_name, version in found:
             if settings.disable and selects(settings.disable, ep, dist_name):
@@ -425,9 +427,9 @@ def _within(specifier: Any, version: str) -> bool:
 from ember.plugin_required import RequiredPluginsError, check_required  # noqa: E402,F401  (re-exported)
 
 
-def _entry_points() -> list[tuple[Any, str, str]]:
+def _entry_points(group: str = ENTRY_POINT_GROUP) -> list[tuple[Any, str, str]]:
     found = []
-    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in importlib_metadata.entry_points(group=group):
         dist = getattr(ep, "dist", None)
         found.append((ep, dist.metadata["Name"] if dist else "?", dist.version if dist else "?"))
     return found

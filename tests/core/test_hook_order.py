@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callback import Callback
 from ember.dispatch import MODULE_HOOKS
+from ember.hookspecs import REGISTRATION_HOOKS
 from ember.plugin_manager import _HOOK_NAMES
 
-CALLBACK_HOOKS = sorted(n for n in _HOOK_NAMES if n not in {"register_roles"})
+CALLBACK_HOOKS = sorted(n for n in _HOOK_NAMES if n not in REGISTRATION_HOOKS)
 
 
 def _recording_callback(tag: str, log: list[str]) -> Callback:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ember import scaffold
 from ember.cli import main
+from ember.commands import new as scaffold
 
 
 def _env(extra_path: Path | None = None) -> dict[str, str]:
@@ -137,7 +137,7 @@ def test_templates_ship_as_package_data() -> None:
 
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["ember"]
-    root = Path(scaffold.__file__).parent
+    root = scaffold.TEMPLATES.parent  # the ember package
     shipped = {path for pattern in patterns for path in root.glob(pattern)}
     templates = scaffold.template_files("plugin")
     assert templates and set(templates) <= shipped

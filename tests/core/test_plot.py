@@ -86,7 +86,7 @@ def test_two_runs_to_png(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_parent_directory_finds_every_run_and_every_metric(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ember import plot
+    from ember.commands import plot
 
     loaded = plot.load_runs([str(runs / "ember_logs")])
     assert [r.label for r in loaded] == ["version_0", "version_1"]

@@ -181,7 +181,7 @@ def test_full_checkpoint_is_one_ordinary_file_and_resumes_exactly(tmp_path: Any,
 def test_consolidate_gives_one_file_equal_to_the_sharded_state(
     tmp_path: Any, one_epoch_sharded: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ember.checkpoint_consolidate import consolidate
+    from ember.plugins.strategies.fsdp_consolidate import consolidate
 
     path, first_state = one_epoch_sharded
     out = str(tmp_path / "single.ckpt")
@@ -295,7 +295,7 @@ def test_torchrun_trains_and_async_checkpoint_is_complete_at_exit(tmp_path: Any)
     import sys
     import textwrap
 
-    from ember.checkpoint_consolidate import consolidate
+    from ember.plugins.strategies.fsdp_consolidate import consolidate
 
     out, ckpt = str(tmp_path / "weights.pt"), str(tmp_path / "sharded")
     script = tmp_path / "train.py"

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import torch
 
-from ember.checkpoint_consolidate import consolidate
 from ember.plugins.strategies import safe_dcp
+from ember.plugins.strategies.fsdp_consolidate import consolidate
 from ember.plugins.strategies.safe_dcp import UntrustedCheckpointError
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

@@ -74,7 +74,9 @@ def find_metric_files(paths: list[str]) -> list[tuple[str, str]]:
     if missing:
         problems.append("no such file or directory: " + ", ".join(missing))
     if empty:
-        problems.append(f"no {METRICS_FILE} found under: " + ", ".join(os.path.abspath(p) for p in empty) + " (searched every sub-directory)")
+        problems.append(
+            f"no {METRICS_FILE} found under: " + ", ".join(os.path.abspath(p) for p in empty) + " (searched every sub-directory)"
+        )
     if problems:
         raise PlotError(
             "; ".join(problems)
@@ -124,7 +126,9 @@ def read_run(path: str, label: str) -> Run:
             reader = csv.DictReader(fh)
             header = list(reader.fieldnames or [])
             if "step" not in header:
-                raise PlotError(f"{path} has no 'step' column (columns: {', '.join(header) or 'none'}); is it a metrics.csv from ember's CSV logger?")
+                raise PlotError(
+                    f"{path} has no 'step' column (columns: {', '.join(header) or 'none'}); is it a metrics.csv from ember's CSV logger?"
+                )
             run.columns = [c for c in header if c not in _NOT_METRICS]
             for column in run.columns:
                 run.series[column] = ([], [])
@@ -229,9 +233,16 @@ def add_parser(sub: Any) -> None:
         ),
         allow_abbrev=False,
     )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (e.g. ember_logs/version_0), a parent of several, or a metrics.csv")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="run directory (e.g. ember_logs/version_0), a parent of several, or a metrics.csv"
+    )
     p.add_argument("--metrics", metavar="A,B", help="comma-separated metric names (default: every metric with values)")
-    p.add_argument("--output", "-o", metavar="PATH", help="PNG file to write (default: plot.png in the run directory, or in the directory holding all runs)")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH",
+        help="PNG file to write (default: plot.png in the run directory, or in the directory holding all runs)",
+    )
     p.add_argument("--title", metavar="TEXT", help="title above the plots")
     p.add_argument("--dpi", type=int, default=100, help="resolution (default 100)")
 
@@ -249,5 +260,7 @@ def run(args: argparse.Namespace, overrides: list[str] | None = None) -> int:
     except PlotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {out}: {len(metrics)} metric{'s' if len(metrics) != 1 else ''} ({', '.join(metrics)}) from {len(runs)} run{'s' if len(runs) != 1 else ''}")
+    print(
+        f"wrote {out}: {len(metrics)} metric{'s' if len(metrics) != 1 else ''} ({', '.join(metrics)}) from {len(runs)} run{'s' if len(runs) != 1 else ''}"
+    )
     return 0

@@ -15,6 +15,9 @@ import traceback
 #: the environment variable that asks for tracebacks
 TRACEBACK_ENV = "EMBER_TRACEBACK"
 
+#: the folder of the ember package (this module is in its ``commands`` folder)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 USAGE_EXIT = 2
 FAILED_EXIT = 1
 
@@ -82,7 +85,7 @@ def shadowing_folder(cwd: str | os.PathLike[str]) -> str | None:
     folder = os.path.join(os.fspath(cwd), "ember")
     if not os.path.isdir(folder):
         return None
-    ours = {os.path.realpath(os.path.dirname(__file__))}
+    ours = {os.path.realpath(_PACKAGE_DIR)}
     if os.path.realpath(folder) in ours:
         return None
     script_dir = os.path.dirname(os.path.realpath(sys.argv[0])) if sys.argv and sys.argv[0] else None
@@ -102,7 +105,7 @@ def warn_shadowing(cwd: str | os.PathLike[str]) -> None:
     folder = shadowing_folder(cwd)
     if folder is not None:
         print(
-            f"warning: the folder {folder} hides the installed ember package ({os.path.dirname(__file__)}) from "
+            f"warning: the folder {folder} hides the installed ember package ({_PACKAGE_DIR}) from "
             "Python run in this directory: `import ember` there finds the folder, and `ember.Trainer` fails with "
             "\"module 'ember' has no attribute 'Trainer'\". Rename the folder (or run from another directory).",
             file=sys.stderr,

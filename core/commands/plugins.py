@@ -150,6 +150,15 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
     }
 
 
+def add_parser(sub: Any) -> None:
+    """Add ``ember plugins`` to ``ember``'s subparsers."""
+    from ember.commands.common import config_arg
+
+    p = sub.add_parser("plugins", help="list plugins: hooks, roles, failures", allow_abbrev=False)
+    config_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def run(args: argparse.Namespace) -> int:
     report = collect_plugins(args.config)
     if args.json:

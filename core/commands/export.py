@@ -10,7 +10,7 @@ shape), the model's ``example_input_array``, or the first batch of the
 stack's data module (its predict, test, validation or training loader).
 
 Only the standard library is imported at import time (``ember --help`` must
-not import torch); :mod:`ember.cli` imports this module lazily.
+not import torch); :mod:`ember.commands.main` imports this module lazily.
 """
 
 from __future__ import annotations

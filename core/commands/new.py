@@ -12,14 +12,17 @@ Standard library only: ``ember new`` must not import torch.
 
 from __future__ import annotations
 
+import argparse
 import keyword
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ember._version import __version__
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parent.parent / "templates"  # in the ember package, not in commands/
 SUFFIX = ".tmpl"
 _TOKEN = re.compile(r"__EMBER_[A-Z_]+__")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)*$")
@@ -135,3 +138,31 @@ def next_steps(dest: Path) -> str:
         "  pytest                      # the tests use the ember.testing fixtures\n"
         "  ember plugins               # lists the plugin and the callback it registers\n"
     )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``ember new`` (and its ``plugin`` template) to ``ember``'s subparsers."""
+    p = sub.add_parser("new", help="generate a new project from a template", allow_abbrev=False)
+    new_sub = p.add_subparsers(dest="template", metavar="TEMPLATE", required=True)
+    p = new_sub.add_parser(
+        "plugin",
+        help="a plugin distribution: package, entry point, tests, README",
+        description="Generate a pip-installable ember plugin distribution with a callback, its registration, and tests "
+        "that use the ember.testing fixtures.",
+        allow_abbrev=False,
+    )
+    p.add_argument("name", metavar="NAME", help="plugin name, e.g. best-loss (the distribution is called ember-best-loss)")
+    p.add_argument("--dir", metavar="PATH", help="where to create it (default: ./ember-NAME); must not exist or be empty")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        created = new_plugin(args.name, args.dir)
+    except ScaffoldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(next_steps(created))
+    return 0

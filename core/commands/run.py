@@ -4,7 +4,7 @@
 Every mistake ember can see before training starts is found before anything
 is created or written. An error that ember's own code raises while building
 or running the stack is one message naming the stack file and key; an error
-in the user's code keeps its traceback (see :mod:`ember.cli_errors`)."""
+in the user's code keeps its traceback (see :mod:`ember.commands.errors`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ember.cli_errors import code_error, is_user_error, one_line, user_error
+from ember.commands.errors import code_error, is_user_error, one_line, user_error
 from ember.errors import UserError
 
 

@@ -4,7 +4,7 @@ The file is read through the built-in checkpoint IO, i.e. with
 ``torch.load(weights_only=True)``: nothing but tensors, numbers, strings and
 containers of them is unpickled, and the model is never instantiated, so
 inspecting a file from an unknown source is safe. Everything here is
-imported lazily by :mod:`ember.cli` (``ember --help`` does not import torch).
+imported lazily by :mod:`ember.commands.main` (``ember --help`` does not import torch).
 """
 
 from __future__ import annotations

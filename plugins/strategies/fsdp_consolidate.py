@@ -11,8 +11,11 @@ key comes from ``meta.pt``. ``torch.load(OUT, weights_only=True)`` opens it,
 ``Module.load_from_checkpoint`` and a single-device ``Trainer(ckpt_path=OUT)``
 can use it.
 
-Only the standard library is imported at module level (``ember --help`` stays
-fast); torch is imported when a checkpoint is consolidated.
+This module is the fsdp plugin's command: ``ember`` loads it through the
+``add_commands`` hook (:mod:`ember.commands.registry`), so the kernel knows
+nothing of the sharded file format. Only the standard library and pluggy's
+marker are imported at module level (``ember --help`` stays fast); torch is
+imported when a checkpoint is consolidated.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import os
 import pickle
 import sys
 from typing import Any
+
+from ember.plugin_manager import hookimpl
 
 
 class ConsolidateError(Exception):
@@ -77,10 +82,12 @@ def consolidate(sharded_dir: str | os.PathLike[str], output_file: str | os.PathL
 # --------------------------------------------------------------------------- command line
 
 
-def add_parser(checkpoint_group: argparse.ArgumentParser) -> None:
+@hookimpl
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``consolidate`` to the actions of the ``ember checkpoint`` group."""
-    actions = next(a for a in checkpoint_group._actions if isinstance(a, argparse._SubParsersAction))
-    p = actions.add_parser(
+    from ember.commands.registry import subcommands
+
+    p = subcommands(subparsers.choices["checkpoint"]).add_parser(
         "consolidate",
         help="turn a sharded (fsdp) checkpoint directory into one checkpoint file",
         description=(
@@ -92,6 +99,7 @@ def add_parser(checkpoint_group: argparse.ArgumentParser) -> None:
     )
     p.add_argument("path", metavar="DIR", help="the sharded checkpoint directory")
     p.add_argument("output", metavar="OUT", help="the checkpoint file to write")
+    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

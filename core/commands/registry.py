@@ -1,0 +1,54 @@
+"""Commands that plugins add to ``ember`` through the ``add_commands`` hook.
+
+``ember`` must start fast, so it does not load the plugins a run loads (they
+import torch). It loads a second, small set: the modules named in
+:data:`BUILTIN_COMMAND_PLUGINS` and the entry points of the ``ember.commands``
+group, which must import nothing heavy at module level (the same environment
+variables as for run plugins apply: ``EMBER_DISABLE_PLUGINS``,
+``EMBER_PLUGINS``, ``EMBER_DISABLE_PLUGIN_AUTOLOAD``). Each implements::
+
+    @ember.hookimpl
+    def add_commands(subparsers):
+        p = subparsers.add_parser("hello", help="say hello")
+        p.set_defaults(run=lambda args: print("hello") or 0)
+
+A parser whose defaults hold ``run`` is dispatched to ``run(args)``; its return
+value is the exit status. A plugin that fails to load or to add its commands
+is reported as one warning line and left out; ``ember`` keeps working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+#: the entry-point group of third-party command plugins
+COMMANDS_ENTRY_POINT_GROUP = "ember.commands"
+
+#: ember's own plugin modules that add commands (light at import time)
+BUILTIN_COMMAND_PLUGINS: tuple[str, ...] = ("ember.plugins.strategies.fsdp_consolidate",)
+
+
+def subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The subcommands of ``parser`` (e.g. ``subparsers.choices["checkpoint"]``),
+    to add an action under an existing command."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Let the command plugins add their (sub)commands to ``subparsers``."""
+    from ember.plugin_manager import AutoloadSettings, PluginManager
+
+    settings = AutoloadSettings.from_env()
+    pm = PluginManager()
+    pm.load_builtins(settings.disable, strict=False, modules=BUILTIN_COMMAND_PLUGINS)
+    pm.load_entrypoints(settings, group=COMMANDS_ENTRY_POINT_GROUP)
+    for failure in pm.failures:
+        print(f"warning: {failure.describe()}", file=sys.stderr)
+    for impl in pm.hook.add_commands.get_hookimpls():
+        try:
+            impl.function(**{name: subparsers for name in impl.argnames})
+        except Exception as exc:  # one broken plugin must not take the command down
+            source = pm.sources.get(impl.plugin_name)
+            where = f" (distribution {source.distribution} {source.version})" if source and source.kind == "entrypoint" else ""
+            print(f"warning: plugin {impl.plugin_name!r}{where}: add_commands raised {type(exc).__name__}: {exc}", file=sys.stderr)
