@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ember
 from ember.callback import Callback
 from ember.plugin_manager import _HOOK_NAMES, spec_argnames
-from ember.roles import closest
+from ember.suggest import did_you_mean
 
 #: The defaults ``make_trainer`` applies, each overridable by keyword.
 QUIET_DEFAULTS: dict[str, Any] = {
@@ -180,9 +180,7 @@ class HookRecorder(Callback):
             wanted = list(hooks)
             for name in wanted:
                 if name not in CALLBACK_HOOKS:
-                    match = closest(name, CALLBACK_HOOKS)
-                    hint = f" Did you mean {match!r}?" if match else ""
-                    raise ValueError(f"{name!r} is not a callback hook.{hint} The hooks are listed in ember.hookspecs.")
+                    raise ValueError(f"{name!r} is not a callback hook.{did_you_mean(name, CALLBACK_HOOKS)} The hooks are listed in ember.hookspecs.")
             self.hooks = frozenset(wanted)
 
     def _record(self, name: str, args: Sequence[Any]) -> None:

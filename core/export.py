@@ -302,7 +302,7 @@ def export(module: torch.nn.Module, format: str, path: str | os.PathLike[str], i
     if format == "torch_export":
         to_torch_export(module, input_sample, path, **kwargs)
         return Path(path)
-    from ember.roles import did_you_mean
+    from ember.suggest import did_you_mean
 
     raise ValueError(
         f"Unknown export format {format!r}; choose one of {', '.join(map(repr, FORMATS))}.{did_you_mean(str(format), list(FORMATS))}"

@@ -40,7 +40,8 @@ from ember.plugin_adapters import hookimpl as hookimpl
 from ember.plugin_adapters import overridden_hooks as overridden_hooks
 from ember.plugin_adapters import positional_adapter as positional_adapter
 from ember.plugin_adapters import spec_argnames as spec_argnames
-from ember.roles import RoleRegistry, closest
+from ember.roles import RoleRegistry
+from ember.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "ember.plugins"
 
@@ -202,10 +203,8 @@ class PluginManager(pluggy.PluginManager):
     def _check_known_hooks(self, plugin: Any, name: str) -> None:
         for caller in self.get_hookcallers(plugin) or []:
             if caller.name not in _HOOK_NAMES:
-                match = closest(caller.name, _HOOK_NAMES)
-                hint = f" Did you mean {match!r}?" if match else ""
                 raise PluginValidationError(
-                    f"Plugin {name!r} implements {caller.name!r}, which is not an ember hook.{hint} "
+                    f"Plugin {name!r} implements {caller.name!r}, which is not an ember hook.{did_you_mean(caller.name, _HOOK_NAMES)} "
                     "The hooks are listed in ember.hookspecs (docs/reference/hooks.md)."
                 )
 
@@ -435,10 +434,25 @@ def _entry_points(group: str = ENTRY_POINT_GROUP) -> list[tuple[Any, str, str]]:
     return found
 
 
-def default_plugin_manager(settings: AutoloadSettings | None = None) -> PluginManager:
-    """A manager with the built-ins and the (allowed) entry-point plugins."""
+def default_plugin_manager(
+    settings: AutoloadSettings | None = None,
+    *,
+    strict: bool = True,
+    builtins: Iterable[str] = BUILTIN_PLUGINS,
+    group: str = ENTRY_POINT_GROUP,
+) -> PluginManager:
+    """A manager with the built-ins and the (allowed) entry-point plugins: the
+    one place a manager is assembled (the Trainer, stacks, ``ember plugins``
+    and the command plugins of :mod:`ember.commands` all come here).
+
+    :param strict: raise when a built-in fails (``False`` records it in
+        ``pm.failures``, for reports).
+    :param builtins: the built-in modules to register (the command plugins
+        pass their own light tuple).
+    :param group: the entry-point group to load (``ember.plugins`` or ``ember.commands``).
+    """
     settings = settings or AutoloadSettings.from_env()
     pm = PluginManager()
-    pm.load_builtins(settings.disable)
-    pm.load_entrypoints(settings)
+    pm.load_builtins(settings.disable, strict=strict, modules=builtins)
+    pm.load_entrypoints(settings, group=group)
     return pm

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ember.plugin_manager import EmberPluginWarning
-from ember.roles import closest
+from ember.suggest import closest, did_you_mean
 
 
 def canonical(name: str) -> str:
@@ -65,8 +65,7 @@ def unknown_names(settings: Any, entry_points: Iterable[tuple[Any, str, str]]) -
             where = origins.get(f"{kind}:{name}") or (
                 "EMBER_PLUGINS / plugins.enable" if kind == "allow" else "EMBER_DISABLE_PLUGINS / plugins.disable"
             )
-            match = closest(name, known)
-            hint = f" Did you mean {match!r}?" if match else ""
+            hint = did_you_mean(name, known)
             listing = f"installed plugins: {', '.join(external)}" if external else "no entry-point plugin is installed"
             effect = " Entry-point plugins not in the list are not loaded." if kind == "allow" else ""
             problems.append(f"{where}: {name!r} matches no installed plugin ({listing}).{hint}{effect} Run `ember plugins` to see them.")

@@ -15,11 +15,13 @@ A plugin offers providers from its ``register_roles`` hook::
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ember.suggest import closest as closest  # re-exported: older imports of ember.roles.closest
+from ember.suggest import did_you_mean
 
 if TYPE_CHECKING:
     import torch
@@ -31,17 +33,6 @@ KINDS: tuple[str, ...] = ("accelerator", "strategy", "precision", "checkpoint_io
 
 class UnknownNameError(LookupError):
     """A name was asked for that no plugin registered."""
-
-
-def closest(name: str, candidates: Any) -> str | None:
-    """The candidate most similar to ``name``, if any is reasonably close."""
-    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.5)
-    return matches[0] if matches else None
-
-
-def did_you_mean(name: str, candidates: Any) -> str:
-    match = closest(name, candidates)
-    return f" Did you mean {match!r}?" if match else ""
 
 
 @dataclass(frozen=True)

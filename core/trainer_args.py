@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ember.errors import UserError
-from ember.roles import closest
+from ember.suggest import closest
 
 
 class TrainerArgumentError(UserError, ValueError):

@@ -80,7 +80,7 @@ def _format_and_output(args: argparse.Namespace) -> tuple[str, Path]:
     if fmt is None:
         fmt = _SUFFIX_FORMAT.get(Path(args.output).suffix.lower(), "onnx") if args.output else "onnx"
     if fmt not in _FORMATS:
-        from ember.roles import did_you_mean
+        from ember.suggest import did_you_mean
 
         raise _ExportUsageError(f"unknown export format {fmt!r}; choose onnx or torch_export.{did_you_mean(fmt, list(_FORMATS))}")
     output = Path(args.output) if args.output else Path(args.checkpoint).with_suffix(_FORMATS[fmt])

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import math
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from ember.suggest import closest
 
 METRICS_FILE = "metrics.csv"
 #: Columns that are not curves: the x axis and the epoch counter logged with epoch metrics.
@@ -168,8 +169,8 @@ def choose_metrics(runs: list[Run], requested: list[str] | None) -> list[str]:
     if unknown:
         hints = []
         for m in unknown:
-            close = difflib.get_close_matches(m, available, n=1, cutoff=0.5)
-            hints.append(f"{m!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            close = closest(m, available)
+            hints.append(f"{m!r}" + (f" (did you mean {close!r}?)" if close else ""))
         raise PlotError(f"unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. Available: {', '.join(available) or 'none'}.")
     return requested
 

@@ -18,7 +18,14 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
     broken plugin: failures are part of the report."""
     from importlib import metadata
 
-    from ember.plugin_manager import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, AutoloadSettings, PluginManager, PluginSource
+    from ember.plugin_manager import (
+        BUILTIN_PLUGINS,
+        ENTRY_POINT_GROUP,
+        AutoloadSettings,
+        PluginManager,
+        PluginSource,
+        default_plugin_manager,
+    )
     from ember.plugin_names import selects
     from ember.stack import StackError, load_stack
 
@@ -31,23 +38,24 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
     except StackError as exc:
         notes.append(f"the stack's [plugins] section was not applied: {exc}")
 
-    pm = PluginManager()
-    pm.load_builtins(settings.disable, strict=False)
     import warnings
 
     from ember.plugin_names import UnknownPluginNameWarning
 
+    pm: PluginManager | None = None
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnknownPluginNameWarning)
-            pm.load_entrypoints(settings)
+            pm = default_plugin_manager(settings, strict=False)
         for w in caught:
             if issubclass(w.category, UnknownPluginNameWarning):
                 notes.append(str(w.message))
             else:  # pragma: no cover - not ours: show it as it came
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except Exception as exc:  # pragma: no cover - load_entrypoints records failures itself
-        notes.append(f"loading entry-point plugins failed: {type(exc).__name__}: {exc}")
+        notes.append(f"loading plugins failed: {type(exc).__name__}: {exc}")
+    if pm is None:  # pragma: no cover - see the note
+        pm = PluginManager()
     roles: dict[str, list[dict[str, str]]] = {}
     try:
         registry = pm.build_registry()

@@ -37,12 +37,9 @@ def subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
 
 def add_plugin_commands(subparsers: argparse._SubParsersAction) -> None:
     """Let the command plugins add their (sub)commands to ``subparsers``."""
-    from ember.plugin_manager import AutoloadSettings, PluginManager
+    from ember.plugin_manager import default_plugin_manager
 
-    settings = AutoloadSettings.from_env()
-    pm = PluginManager()
-    pm.load_builtins(settings.disable, strict=False, modules=BUILTIN_COMMAND_PLUGINS)
-    pm.load_entrypoints(settings, group=COMMANDS_ENTRY_POINT_GROUP)
+    pm = default_plugin_manager(strict=False, builtins=BUILTIN_COMMAND_PLUGINS, group=COMMANDS_ENTRY_POINT_GROUP)
     for failure in pm.failures:
         print(f"warning: {failure.describe()}", file=sys.stderr)
     for impl in pm.hook.add_commands.get_hookimpls():

@@ -29,7 +29,7 @@ def check_ckpt_path(value: str | None) -> None:
     if not path.exists():
         parent = path.parent if str(path.parent) else Path(".")
         siblings = sorted(p.name for p in parent.iterdir() if p.suffix == ".ckpt") if parent.is_dir() else []
-        from ember.roles import closest
+        from ember.suggest import closest
 
         match = closest(path.name, siblings)
         hint = (

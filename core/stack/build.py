@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ember.roles import closest
 from ember.stack.keys import LIST_SECTIONS, StackError, parse_key
 from ember.stack.merge import Raw
 from ember.stack.spec import Component, Stack
+from ember.suggest import closest, did_you_mean
 
 
 def ensure_on_path(directory: Path | None) -> None:
@@ -40,15 +40,13 @@ def module_suggestion(missing: str, root: Path | None) -> str:
             names = [m.name for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
         except Exception:
             return ""
-        match = closest(last, names)
-        return f" Did you mean {parent + '.' + match!r}?" if match else ""
+        return did_you_mean(last, names, prefix=parent + ".")
     if root is not None:
         local = [m.name for m in pkgutil.iter_modules([str(root)])]
         match = closest(last, local)
         if match:
             return f" Did you mean {match!r} (next to the stack file, in {root})?"
-    match = closest(last, [m.name for m in pkgutil.iter_modules() if not m.name.startswith("_")])
-    return f" Did you mean {match!r}?" if match else ""
+    return did_you_mean(last, [m.name for m in pkgutil.iter_modules() if not m.name.startswith("_")])
 
 
 def import_class_path(class_path: str, where: str = "class_path", root: Path | None = None) -> Any:
@@ -83,7 +81,7 @@ def import_class_path(class_path: str, where: str = "class_path", root: Path | N
         if not hasattr(obj, part):
             public = [n for n in dir(obj) if not n.startswith("_")]
             match = closest(part, public)
-            hint = f" Did you mean {modname}:{match}?" if match and obj is module else (f" Did you mean {match!r}?" if match else "")
+            hint = f" Did you mean {modname}:{match}?" if match and obj is module else did_you_mean(part, public)
             raise StackError(
                 f"{where}: cannot import {class_path!r}: {getattr(obj, '__name__', modname)!s} has no attribute {part!r}.{hint}"
             )

@@ -14,7 +14,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ember.roles import closest
 
 DEFAULT = "default"
 COMMAND_LINE = "command line"
@@ -70,14 +69,6 @@ def parse_key(text: str) -> KeyPath:
             raise ValueError(f"empty segment in key {text!r}")
         parts.append(int(raw) if raw.isdigit() else raw)
     return tuple(parts)
-
-
-def did_you_mean(key_prefix: str, name: str, candidates: Iterable[str]) -> str:
-    """`` Did you mean 'prefix.match'?`` for the candidate closest to ``name``, or ``""``."""
-    match = closest(name, list(candidates))
-    if match is None:
-        return ""
-    return f" Did you mean {key_prefix + match!r}?"
 
 
 # --------------------------------------------------------------------------- values

@@ -6,8 +6,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ember.stack.keys import DEFAULT, LIST_SECTIONS, TOP_KEYS, StackError, did_you_mean, format_key, show, type_name
+from ember.stack.keys import DEFAULT, LIST_SECTIONS, TOP_KEYS, StackError, format_key, show, type_name
 from ember.stack.overrides import Override
+from ember.suggest import did_you_mean
 
 
 class Raw:
@@ -74,7 +75,7 @@ class Raw:
             return
         if isinstance(path[0], int) or path[0] not in TOP_KEYS:
             raise StackError(
-                f"{where}: unknown section {str(path[0])!r}; expected one of {', '.join(TOP_KEYS)}.{did_you_mean('', str(path[0]), TOP_KEYS)}"
+                f"{where}: unknown section {str(path[0])!r}; expected one of {', '.join(TOP_KEYS)}.{did_you_mean(str(path[0]), TOP_KEYS)}"
             )
         for i, seg in enumerate(path):
             if isinstance(seg, int) and not (i == 1 and path[0] in LIST_SECTIONS):

@@ -19,7 +19,6 @@ from ember.stack.keys import (
     ROLE_KEYS,
     TOP_KEYS,
     StackError,
-    did_you_mean,
     format_key,
     format_value,
     parse_key,
@@ -28,6 +27,7 @@ from ember.stack.keys import (
 from ember.stack.merge import Raw
 from ember.stack.spec import Component, PluginsSpec, Stack, trainer_class, trainer_parameters
 from ember.stack.typecheck import rejects, resolve_hints
+from ember.suggest import did_you_mean
 
 
 class Checker:
@@ -47,7 +47,7 @@ class Checker:
                 prefix = format_key(path) + "." if path else ""
                 raise self.fail(
                     (*path, key),
-                    f"unknown key; {format_key(path) or 'the stack'} takes {', '.join(keys)}.{did_you_mean(prefix, key, keys)}",
+                    f"unknown key; {format_key(path) or 'the stack'} takes {', '.join(keys)}.{did_you_mean(key, keys, prefix=prefix)}",
                 )
         return value
 
@@ -185,7 +185,7 @@ class Checker:
                     continue
                 raise self.fail(
                     ("trainer", key),
-                    f"not an ember.Trainer argument.{did_you_mean('trainer.', key, names)} The arguments are: {', '.join(sorted(names))}.",
+                    f"not an ember.Trainer argument.{did_you_mean(key, names, prefix='trainer.')} The arguments are: {', '.join(sorted(names))}.",
                 )
             if key == "logger" and not isinstance(value, bool):
                 raise self.fail(("trainer", key), f"expected true or false here (configure loggers with [[loggers]]), got {show(value)}.")
@@ -209,7 +209,7 @@ class Checker:
             if names_ok is not None and key not in names_ok:
                 accepted = ", ".join(names_ok) or "no arguments"
                 raise self.fail(
-                    (*path, key), f"{what} takes no argument {key!r}.{did_you_mean(prefix, key, names_ok)} It accepts: {accepted}."
+                    (*path, key), f"{what} takes no argument {key!r}.{did_you_mean(key, names_ok, prefix=prefix)} It accepts: {accepted}."
                 )
             expected = rejects(params[key], hints, value) if key in params else None
             if expected:
@@ -260,7 +260,7 @@ def check_stack(stack: Stack, registry: Any = None, trainer_cls: Any = None, env
                 if comp.name not in known:
                     raise checker.fail(
                         (*path, "name"),
-                        f"no {kind} named {comp.name!r} is registered.{did_you_mean('', comp.name, known)} Registered {kind}s: "
+                        f"no {kind} named {comp.name!r} is registered.{did_you_mean(comp.name, known)} Registered {kind}s: "
                         f"{', '.join(known) or 'none'}. A plugin that provides it may be missing or disabled; run `ember plugins`.",
                     )
                 factory = registry.entry(kind, comp.name).factory

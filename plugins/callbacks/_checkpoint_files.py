@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.checkpointing import write_record
 from ember.plugins.checkpoint_io.torch_io import claiming_names
-from ember.roles import did_you_mean
+from ember.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer

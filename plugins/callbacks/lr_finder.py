@@ -32,7 +32,7 @@ import torch
 from ember.callback import Callback
 from ember.plugin_manager import hookimpl
 from ember.plugins.callbacks import _tuning
-from ember.roles import did_you_mean
+from ember.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from ember.datamodule import DataModule

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ember.callback import Callback
 from ember.plugin_manager import hookimpl
-from ember.roles import did_you_mean
+from ember.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from ember.module import Module

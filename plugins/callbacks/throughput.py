@@ -19,11 +19,12 @@ from __future__ import annotations
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ember.callback import Callback
 from ember.plugin_manager import hookimpl
+from ember.results import extract_batch_size
 
 if TYPE_CHECKING:
     from ember.module import Module
@@ -31,19 +32,13 @@ if TYPE_CHECKING:
 
 
 def infer_batch_size(batch: Any) -> int:
-    """The first dimension of the first tensor found in ``batch`` (tensors,
-    sequences, mappings; other objects with a ``__len__`` count as their
-    length), 1 when nothing tells. Reads shapes only: no device sync."""
-    stack = [batch]
-    while stack:
-        obj = stack.pop(0)
-        shape = getattr(obj, "shape", None)
-        if shape is not None:
-            return int(shape[0]) if len(shape) else 1
-        if isinstance(obj, Mapping):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
-            stack.extend(obj)
+    """The samples in ``batch``: the answer ``self.log`` uses
+    (:func:`ember.results.extract_batch_size`, the first dimension of the first
+    non-empty tensor), else the length of a sized batch, else 1. Reads shapes
+    only: no device sync."""
+    size = extract_batch_size(batch)
+    if size:
+        return size
     return len(batch) if hasattr(batch, "__len__") and not isinstance(batch, (str, bytes)) else 1
 
 

@@ -28,7 +28,7 @@ class LambdaCallback(Callback):
     def __new__(cls, **hooks: Callable[..., Any] | None) -> LambdaCallback:
         unknown = sorted(set(hooks) - set(_HOOKS))
         if unknown:
-            from ember.roles import did_you_mean
+            from ember.suggest import did_you_mean
 
             raise TypeError(f"LambdaCallback got unknown hook(s) {unknown}.{did_you_mean(unknown[0], _HOOKS)}")
         # A class of its own per instance: ember registers the hooks a class

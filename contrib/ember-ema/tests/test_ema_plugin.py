@@ -34,11 +34,9 @@ def test_ember_plugins_lists_it(clean_env: dict[str, str], tmp_path: Path) -> No
 
 
 def test_registry_creates_it_by_name() -> None:
-    from ember.plugin_manager import PluginManager
+    from ember.plugin_manager import default_plugin_manager
 
-    pm = PluginManager()
-    pm.load_builtins()
-    pm.load_entrypoints()
+    pm = default_plugin_manager()
     callback = pm.build_registry().create("callback", "ema", decay=0.5)
     assert isinstance(callback, EMA) and callback.decay == 0.5
 

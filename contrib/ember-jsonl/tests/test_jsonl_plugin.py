@@ -33,11 +33,9 @@ def test_ember_plugins_lists_it(clean_env: dict[str, str], tmp_path: Path) -> No
 
 
 def test_registry_creates_it_by_name(tmp_path: Path) -> None:
-    from ember.plugin_manager import PluginManager
+    from ember.plugin_manager import default_plugin_manager
 
-    pm = PluginManager()
-    pm.load_builtins()
-    pm.load_entrypoints()
+    pm = default_plugin_manager()
     logger = pm.build_registry().create("logger", "jsonl", save_dir=str(tmp_path), flush_every=5)
     assert isinstance(logger, JSONLinesLogger) and logger.save_dir == str(tmp_path)
 

@@ -93,6 +93,22 @@ def test_infer_batch_size():
     assert infer_batch_size([[1, 2], [3, 4], [5, 6]]) == 3
 
 
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [torch.zeros(0), torch.zeros(5)],  # an empty tensor first
+        ([torch.zeros(2)], torch.zeros(3)),  # nested before flat: depth first
+        {"meta": {"ids": torch.zeros(4)}, "x": torch.zeros(6, 1)},
+    ],
+)
+def test_throughput_counts_the_batch_size_self_log_uses(batch):
+    """One batch-size inference: the throughput's samples agree with what
+    ``self.log`` weighs epoch means by (ember.results.extract_batch_size)."""
+    from ember.results import extract_batch_size
+
+    assert infer_batch_size(batch) == extract_batch_size(batch) > 0
+
+
 def test_throughput_arguments_are_checked():
     with pytest.raises(ValueError, match="window"):
         ThroughputMonitor(window=0)
