@@ -24,7 +24,6 @@ import copy
 import glob
 import json
 import os
-import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -49,15 +48,24 @@ class MissingCheckpointError(CheckpointError, ValueError):
     """``ckpt_path="best"`` / ``"last"`` names no file: nothing is recorded where ember looked."""
 
 
-def load_checkpoint_file(path: str, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-    """Read a checkpoint with the built-in checkpoint IO (``weights_only=True``);
-    ``weights_only=False`` unpickles anything (only for files you trust)."""
-    from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
+def default_checkpoint_io() -> Any:
+    """The checkpoint IO a run uses when none is configured: the role
+    registry's ``checkpoint_io`` named ``"torch"``, from the plugins the
+    environment allows (``EMBER_DISABLE_PLUGINS`` and friends), as a
+    Trainer resolves it."""
+    from ember.plugin_manager import default_plugin_manager
 
+    return default_plugin_manager().build_registry().create("checkpoint_io", "torch")
+
+
+def load_checkpoint_file(path: str, map_location: Any = None, weights_only: bool | None = None, checkpoint_io: Any = None) -> dict[str, Any]:
+    """Read a checkpoint with ``checkpoint_io`` (a :class:`ember.roles.CheckpointIO`;
+    default :func:`default_checkpoint_io`); ``weights_only=False`` unpickles
+    anything with ``torch.load`` (only for files you trust)."""
     if weights_only is False:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     else:
-        checkpoint = TorchCheckpointIO().load_checkpoint(path)
+        checkpoint = (checkpoint_io if checkpoint_io is not None else default_checkpoint_io()).load_checkpoint(path)
     check_compatible(checkpoint, path)
     if map_location is not None:
         checkpoint["state_dict"] = {
@@ -231,28 +239,6 @@ def restore_training_state(trainer: Trainer, checkpoint: dict[str, Any], path: s
 
 #: The record ``ModelCheckpoint`` keeps in its directory.
 RECORD_FILE = "ember_checkpoints.json"
-
-
-def write_record(directory: str, key: str, entry: dict[str, Any]) -> None:
-    """Update ``entry`` (file names relative to ``directory``) under ``key`` in
-    the directory's record, atomically (a temporary file renamed over it)."""
-    from ember.plugins.checkpoint_io.torch_io import temp_name, write_error
-
-    path = os.path.join(directory, RECORD_FILE)
-    record = read_record(directory) or {"format": 1, "callbacks": {}}
-    record["callbacks"][key] = {**entry, "updated": time.time()}
-    tmp = temp_name(directory)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise write_error(exc, path) from None
-        raise
 
 
 def read_record(directory: str) -> dict[str, Any] | None:

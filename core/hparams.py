@@ -126,3 +126,20 @@ def checkpoint_safe(value: Any) -> Any:
     if isinstance(value, torch.dtype):
         return str(value)
     return repr(value)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dump(..., default=json_default)``: makes hyperparameters
+    JSON-friendly without failing on odd values (tensors and arrays become
+    lists, sets and tuples lists, namespaces dicts, anything else its repr).
+    The loggers that write an ``hparams.json`` use it."""
+    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
+        try:
+            return value.tolist()
+        except Exception:  # pragma: no cover - exotic array types
+            pass
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        return vars(value)
+    return repr(value)

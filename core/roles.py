@@ -266,3 +266,33 @@ class Strategy(Protocol):
     def remove_checkpoint(self, path: str) -> None: ...
 
     def teardown(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- optional capabilities
+# Named protocols the kernel checks with ``isinstance`` (once per run, never per
+# step), so a third-party strategy or callback gets the same treatment as a
+# built-in by providing the same members; nothing is found by class name.
+
+
+@runtime_checkable
+class ReplacesTrainingModule(Protocol):
+    """Optional strategy capability: the module the loop calls changes when the
+    optimizers are set up (DeepSpeed's engine wraps module and optimizer
+    together). Right after ``setup_optimizers`` the trainer calls
+    ``training_module()`` and, when it returns a module, the loop calls that
+    one (``placed(batch, batch_idx)`` and the backward pass) instead of what
+    ``setup_module`` returned. ``trainer.model`` shows the result."""
+
+    def training_module(self) -> torch.nn.Module | None: ...
+
+
+@runtime_checkable
+class StopsTraining(Protocol):
+    """Optional callback capability: ends ``fit`` early when a monitored value
+    stops improving (``EarlyStopping``). ``trainer.early_stopping_callback(s)``
+    are the callbacks with these members, built-in or not."""
+
+    monitor: str | None
+    patience: int
+    wait_count: int
+    stopped_epoch: int

@@ -25,7 +25,7 @@ from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
 from ember.results import Results, to_float
 from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
-from ember.roles import RoleRegistry
+from ember.roles import ReplacesTrainingModule, RoleRegistry, StopsTraining
 
 _DEFAULT_SLOTS = (
     ("progress_bar", "enable_progress_bar"),
@@ -271,7 +271,8 @@ class Trainer(TrainerCompatMixin):
 
     @property
     def early_stopping_callback(self) -> Callback | None:
-        return next((cb for cb in self.callbacks if type(cb).__name__ == "EarlyStopping"), None)
+        """The first callback that can stop training early (a :class:`~ember.roles.StopsTraining`)."""
+        return next((cb for cb in self.callbacks if isinstance(cb, StopsTraining)), None)
 
     @property
     def progress_bar_callback(self) -> Callback | None:
@@ -577,6 +578,8 @@ class Trainer(TrainerCompatMixin):
                     "steps one optimizer; set `self.automatic_optimization = False` and step them yourself in training_step."
                 )
         self.optimizers = self.strategy.setup_optimizers(optimizers)
+        if isinstance(self.strategy, ReplacesTrainingModule):
+            self._placed_module = self.strategy.training_module() or self._placed_module
         self.lr_scheduler_configs = configs
         from ember.loops.optimization import OptimizerHandle
 

@@ -7,10 +7,13 @@ arguments ``sync_batchnorm``, ``use_distributed_sampler``, ``barebones`` and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ember.roles import StopsTraining
 
 if TYPE_CHECKING:
     from ember.callback import Callback
@@ -69,7 +72,7 @@ class TrainerCompatMixin:
 
     @property
     def early_stopping_callbacks(self) -> list[Callback]:
-        return [cb for cb in self.callbacks if any(c.__name__ == "EarlyStopping" for c in type(cb).__mro__)]  # type: ignore[attr-defined]
+        return [cb for cb in self.callbacks if isinstance(cb, StopsTraining)]  # type: ignore[attr-defined]
 
     @property
     def enable_validation(self) -> bool:
@@ -91,6 +94,14 @@ class TrainerCompatMixin:
         return any(getattr(cb, "received", None) is not None for cb in self.callbacks)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ dataloaders of the run
+    @property
+    def explicit_dataloaders(self) -> Mapping[str, Any]:
+        """The dataloaders passed to the running (or last) ``fit``/``validate``/
+        ``test``/``predict`` call, by kind (``"train"``, ``"val"``, ``"test"``,
+        ``"predict"``), as given (before the strategy adapts them); read-only.
+        A kind that is absent or ``None`` comes from the DataModule or Module."""
+        return MappingProxyType(getattr(self, "_explicit_loaders", None) or {})
+
     @property
     def train_dataloader(self) -> Any:
         return getattr(self, "_train_loader", None)

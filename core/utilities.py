@@ -109,7 +109,7 @@ def move_data_to_device(batch: Any, device: Any) -> Any:
     """Move every tensor of a (nested) batch to ``device``."""
     import torch
 
-    from ember.plugins.strategies.single_device import move_to_device
+    from ember.tensors import move_to_device
 
     return move_to_device(batch, torch.device(device) if isinstance(device, str) else device)
 

@@ -6,14 +6,16 @@ saving under a claimed name (:class:`CheckpointFiles`)."""
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import re
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ember.checkpointing import write_record
-from ember.plugins.checkpoint_io.torch_io import claiming_names
+from ember.checkpointing import RECORD_FILE, read_record
+from ember.plugins.checkpoint_io.torch_io import claiming_names, temp_name, write_error
 from ember.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -331,3 +333,23 @@ class CheckpointFiles:
             remover(filepath)
         elif getattr(trainer, "is_global_zero", True) and os.path.exists(filepath):
             os.remove(filepath)
+
+
+def write_record(directory: str, key: str, entry: dict[str, Any]) -> None:
+    """Update ``entry`` (file names relative to ``directory``) under ``key`` in
+    the directory's record, atomically (a temporary file renamed over it)."""
+    path = os.path.join(directory, RECORD_FILE)
+    record = read_record(directory) or {"format": 1, "callbacks": {}}
+    record["callbacks"][key] = {**entry, "updated": time.time()}
+    tmp = temp_name(directory)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(exc, path) from None
+        raise

@@ -106,7 +106,7 @@ def train_loader_for_trial(trainer: Trainer, module: Module) -> Any:
     """The training data the inner run should use: the loaders given to
     ``fit()``, else the DataModule's ``train_dataloader()``; ``None`` means the
     (copied) module's own ``train_dataloader()``."""
-    explicit = getattr(trainer, "_explicit_loaders", None) or {}
+    explicit = trainer.explicit_dataloaders
     if explicit.get("train") is not None:
         return explicit["train"]
     datamodule = trainer.datamodule

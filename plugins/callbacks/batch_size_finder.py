@@ -104,7 +104,7 @@ class BatchSizeFinder(Callback):
 
     # ------------------------------------------------------------------ the search
     def _holder(self, trainer: Trainer, module: Module) -> Any:
-        explicit = (getattr(trainer, "_explicit_loaders", None) or {}).get("train")
+        explicit = trainer.explicit_dataloaders.get("train")
         if explicit is not None:
             raise BatchSizeFinderError(
                 "BatchSizeFinder cannot resize dataloaders passed to fit() directly. Build the training dataloader in a "

@@ -63,8 +63,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return _SEP.join(parts)
 
 
-class _Bar:
-    """One progress counter: a tqdm bar, or the bookkeeping for plain lines."""
+class BarCounter:
+    """One progress counter of a :class:`ProgressBar`: a tqdm bar, or the
+    bookkeeping for plain lines. Subclasses that override ``_tick`` (as
+    ``TQDMProgressBar`` does) receive these."""
 
     def __init__(self, label: str, total: int | None, tqdm_bar: Any = None) -> None:
         self.label = label
@@ -93,8 +95,8 @@ class ProgressBar(Callback):
         self.plain_interval_s = float(plain_interval_s)
         self._enabled = True
         self._tty: bool | None = None
-        self._train: _Bar | None = None
-        self._eval: _Bar | None = None
+        self._train: BarCounter | None = None
+        self._eval: BarCounter | None = None
         self._next_refresh = 0.0  # time.monotonic() at which the next redraw is due
         self._next_plain = 0.0
         self._val_metrics: dict[str, Any] = {}
@@ -153,7 +155,7 @@ class ProgressBar(Callback):
             metrics.setdefault(key, value)
         return metrics
 
-    def _plain_line(self, bar: _Bar, metrics: dict[str, Any]) -> str:
+    def _plain_line(self, bar: BarCounter, metrics: dict[str, Any]) -> str:
         count = f"batch {bar.n}/{bar.total}" if bar.total is not None else f"batch {bar.n}"
         parts = [p for p in (bar.label, count, format_metrics(metrics)) if p]
         return _SEP.join(parts)
@@ -161,12 +163,12 @@ class ProgressBar(Callback):
     def _print(self, line: str) -> None:
         print(line, file=sys.stdout, flush=True)
 
-    def _close(self, bar: _Bar | None) -> None:
+    def _close(self, bar: BarCounter | None) -> None:
         if bar is not None and bar.tqdm is not None:
             bar.tqdm.close()
 
-    def _start_bar(self, label: str, total: int | None, position: int, leave: bool) -> _Bar:
-        bar = _Bar(label, total)
+    def _start_bar(self, label: str, total: int | None, position: int, leave: bool) -> BarCounter:
+        bar = BarCounter(label, total)
         if self._use_tqdm():
             bar.tqdm = self._new_tqdm(label, total, position, leave)
         now = time.monotonic()
@@ -175,7 +177,7 @@ class ProgressBar(Callback):
             self._next_plain = now + self.plain_interval_s
         return bar
 
-    def _redraw(self, bar: _Bar, trainer: Trainer, with_metrics: bool) -> None:
+    def _redraw(self, bar: BarCounter, trainer: Trainer, with_metrics: bool) -> None:
         """Bring ``bar`` up to date (tqdm) or print a plain line."""
         metrics = self._metrics(trainer) if with_metrics else {}
         if bar.tqdm is not None:
@@ -186,7 +188,7 @@ class ProgressBar(Callback):
         else:
             self._print(self._plain_line(bar, metrics))
 
-    def _tick(self, bar: _Bar, trainer: Trainer, with_metrics: bool, plain: bool) -> None:
+    def _tick(self, bar: BarCounter, trainer: Trainer, with_metrics: bool, plain: bool) -> None:
         """Called once per batch: a clock read and a comparison, nothing more,
         unless a redraw is due."""
         now = time.monotonic()

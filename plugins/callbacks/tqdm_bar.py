@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ember.plugins.callbacks.progress import ProgressBar, _Bar
+from ember.plugins.callbacks.progress import ProgressBar, BarCounter
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -39,7 +39,7 @@ class TQDMProgressBar(ProgressBar):
     def _new_tqdm(self, desc: str, total: int | None, position: int, leave: bool) -> Any:
         return super()._new_tqdm(desc, total, position + self.process_position, leave)
 
-    def _tick(self, bar: _Bar, trainer: Trainer, with_metrics: bool, plain: bool) -> None:
+    def _tick(self, bar: BarCounter, trainer: Trainer, with_metrics: bool, plain: bool) -> None:
         if bar.tqdm is not None:
             if bar.n % self.refresh_rate == 0 or bar.n == bar.total:
                 self._redraw(bar, trainer, with_metrics)

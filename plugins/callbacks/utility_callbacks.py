@@ -189,7 +189,8 @@ class BasePredictionWriter(Callback):
         self._predictions, self._indices, self._orders = [], [], {}
 
     def _batch_indices(self, trainer: Trainer, batch_idx: int, dataloader_idx: int) -> list[int] | None:
-        loaders = getattr(trainer, "_predict_loaders", None) or []
+        loaders = trainer.predict_dataloaders
+        loaders = [] if loaders is None else loaders if isinstance(loaders, list) else [loaders]
         if dataloader_idx >= len(loaders):
             return None
         batch_sampler = getattr(loaders[dataloader_idx], "batch_sampler", None)

@@ -27,26 +27,13 @@ import warnings
 from collections import Counter
 from typing import Any
 
+from ember.hparams import json_default
 from ember.plugin_manager import hookimpl
 from ember.plugins.loggers._common import VersionedLogger, checkpoint_step
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.json"
 SUPERSEDED_FILE = "superseded.csv"
-
-
-def _json_default(value: Any) -> Any:
-    """Make hyperparameters JSON-friendly without failing on odd values."""
-    if hasattr(value, "tolist"):  # tensors, numpy arrays and scalars
-        try:
-            return value.tolist()
-        except Exception:  # pragma: no cover - exotic array types
-            pass
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
-        return vars(value)
-    return repr(value)
 
 
 def _to_float(value: Any) -> Any:
@@ -134,7 +121,7 @@ class CSVLogger(VersionedLogger):
         path = os.path.join(self.log_dir, HPARAMS_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self._hparams, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(self._hparams, fh, indent=2, sort_keys=True, default=json_default)
             fh.write("\n")
         os.replace(tmp, path)
 

@@ -23,6 +23,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from ember.hparams import json_default
 from ember.plugin_manager import hookimpl
 from ember.plugins.loggers._common import SameStepFilter, VersionedLogger, checkpoint_step, flatten, params_dict, require, scalar
 
@@ -172,13 +173,11 @@ class TensorBoardLogger(VersionedLogger):
         return dict(self._hparams)
 
     def _write_json(self) -> None:
-        from ember.plugins.loggers.csv_logger import _json_default
-
         os.makedirs(self.log_dir, exist_ok=True)
         path = os.path.join(self.log_dir, HPARAMS_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self._hparams, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(self._hparams, fh, indent=2, sort_keys=True, default=json_default)
             fh.write("\n")
         os.replace(tmp, path)
 

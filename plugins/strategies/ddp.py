@@ -34,14 +34,7 @@ from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.distributed_sampler import split_across_ranks
 from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure, skipped
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
-from ember.plugins.strategies.spawn_launcher import (  # noqa: F401  (re-exported: fsdp, deepspeed, ember-xla, tests)
-    DDPWorkerError,
-    _dumps,
-    _load_shipped,
-    _ship,
-    _SpawnLauncher,
-    find_free_port,
-)
+from ember.plugins.strategies.spawn_launcher import DDPWorkerError, SpawnLauncher, find_free_port  # noqa: F401  (re-exported)
 from ember.strategies import ParallelStrategy, lightning_aliases
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
@@ -50,7 +43,7 @@ _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "
 # --------------------------------------------------------------------------- the module wrapper
 
 
-class _TrainingStepModule(torch.nn.Module):
+class TrainingStepModule(torch.nn.Module):
     """What DDP wraps: its forward is the user's ``training_step``, so that the
     loop's ``placed(batch, batch_idx)`` goes through DDP (which is what makes
     the backward pass average gradients)."""
@@ -63,8 +56,9 @@ class _TrainingStepModule(torch.nn.Module):
         return type(self.module).training_step(self.module, *args, **kwargs)
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    while isinstance(module, (torch.nn.parallel.DistributedDataParallel, _TrainingStepModule)):
+def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The user's module inside ``DistributedDataParallel`` / :class:`TrainingStepModule` wrappers."""
+    while isinstance(module, (torch.nn.parallel.DistributedDataParallel, TrainingStepModule)):
         module = module.module
     return module
 
@@ -132,7 +126,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         self._manual_sync = False
         self._wrapped: Any = None
         self._warned_samplers: set[str] = set()
-        self.launcher = _SpawnLauncher(self)
+        self.launcher = SpawnLauncher(self)
 
     # ----------------------------------------------------------------- topology
     @property
@@ -258,7 +252,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
                         dist.broadcast(tensor.data, src=0)
             return module
         device_ids = [self._device.index] if self._device.type == "cuda" else None
-        wrapped = torch.nn.parallel.DistributedDataParallel(_TrainingStepModule(module), device_ids=device_ids, **self.ddp_kwargs)
+        wrapped = torch.nn.parallel.DistributedDataParallel(TrainingStepModule(module), device_ids=device_ids, **self.ddp_kwargs)
         self._wrapped = wrapped
         return wrapped
 
@@ -272,7 +266,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
                     param.grad.div_(world)
 
     def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
-        return _unwrap(module).state_dict()
+        return unwrap_module(module).state_dict()
 
     # ----------------------------------------------------------------- data
     def process_dataloader(self, dataloader: Any, stage: str) -> Any:

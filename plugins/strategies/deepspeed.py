@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from ember.plugin_manager import hookimpl
-from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher, _TrainingStepModule, _unwrap
+from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher, TrainingStepModule, unwrap_module
 from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_model_states
 from ember.strategies import lightning_aliases
 
@@ -173,7 +173,7 @@ class _RunThenGather:
         return result
 
 
-class _DeepSpeedLauncher(_SpawnLauncher):
+class _DeepSpeedLauncher(SpawnLauncher):
     def launch(self, function: Callable[..., Any], *args: Any) -> Any:
         if getattr(function, "__self__", None) is not None:
             function = _RunThenGather(function)
@@ -297,6 +297,12 @@ class DeepSpeedStrategy(DDPStrategy):
         self.engine = None
         return module.to(self._device) if self._device.type != "cpu" else module
 
+    def training_module(self) -> torch.nn.Module | None:
+        """The engine, once ``setup_optimizers`` made it: the loop calls
+        ``placed(batch, batch_idx)`` on it (the engine's forward runs
+        ``training_step``); see :class:`ember.roles.ReplacesTrainingModule`."""
+        return self.engine
+
     def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[Any]:
         if len(optimizers) != 1:
             raise ValueError(f"strategy='deepspeed' trains with exactly one optimizer; configure_optimizers returned {len(optimizers)}.")
@@ -306,10 +312,8 @@ class DeepSpeedStrategy(DDPStrategy):
         self.config = self._build_config(trainer)
         optimizer = optimizers[0]
         self.engine, _, _, _ = deepspeed.initialize(
-            model=_TrainingStepModule(module), optimizer=optimizer, config=self.config, dist_init_required=False
+            model=TrainingStepModule(module), optimizer=optimizer, config=self.config, dist_init_required=False
         )
-        if trainer is not None:
-            trainer._placed_module = self.engine  # the loop calls placed(batch, batch_idx): the engine's forward
         if self._pending_load is not None:
             path, returned = self._pending_load
             self._pending_load = None
@@ -366,7 +370,7 @@ class DeepSpeedStrategy(DDPStrategy):
         return config
 
     def _micro_batch_size(self, trainer: Any) -> int:
-        loader = getattr(trainer, "_train_loader", None)
+        loader = getattr(trainer, "train_dataloader", None)
         size = getattr(loader, "batch_size", None)
         if size is None:
             batch_sampler = getattr(loader, "batch_sampler", None)
@@ -399,13 +403,13 @@ class DeepSpeedStrategy(DDPStrategy):
         """Full weights. With ZeRO-3 this gathers them: every rank must call it."""
         engine = self.engine
         if engine is None or self.zero_stage != 3:
-            return _unwrap(module).state_dict()
+            return unwrap_module(module).state_dict()
         if self._final_state is not None:
             return self._final_state
         self._group_ready("gathering the ZeRO-3 weights")  # raises once this rank failed
         from deepspeed import zero
 
-        user = _unwrap(module)
+        user = unwrap_module(module)
         params = list(user.parameters())
         with zero.GatheredParameters(params, modifier_rank=None):
             return {k: v.detach().clone() for k, v in user.state_dict().items()}

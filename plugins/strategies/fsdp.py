@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies import safe_dcp
-from ember.plugins.strategies.ddp import DDPStrategy, _SpawnLauncher
+from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher
 from ember.strategies import lightning_aliases
 
 #: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.
@@ -484,7 +484,7 @@ class _GatherAtEnd:
         return result
 
 
-class _FSDPSpawnLauncher(_SpawnLauncher):
+class _FSDPSpawnLauncher(SpawnLauncher):
     def launch(self, function: Callable[..., Any], *args: Any) -> Any:
         return super().launch(_GatherAtEnd(function), *args)
 

@@ -8,20 +8,7 @@ from typing import Any
 import torch
 
 from ember.plugin_manager import hookimpl
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in a (nested) batch to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        moved = [move_to_device(b, device) for b in batch]
-        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
-    if isinstance(batch, dict):
-        return type(batch)((k, move_to_device(v, device)) for k, v in batch.items())
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    return batch
+from ember.tensors import move_to_device  # noqa: F401  (re-exported: ddp, ember-xla)
 
 
 class SingleDeviceStrategy:

@@ -7,7 +7,6 @@ process. A failed worker becomes a :class:`DDPWorkerError` naming its rank.
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import shutil
@@ -16,13 +15,12 @@ import sys
 import tempfile
 import time
 import traceback
-import types
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ember.launch import dumps, load_shipped_run, ship_run
 from ember.seed import rng_state, set_rng_state
 
 
@@ -39,29 +37,11 @@ def find_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _ModulesByName(pickle.Pickler):
-    """Pickles module objects (the trainer's plugin manager holds some) as an import by name."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, types.ModuleType):
-            return _import_module, (obj.__name__,)
-        return NotImplemented
-
-
-def _import_module(name: str) -> types.ModuleType:
-    import importlib
-
-    return importlib.import_module(name)
-
-
-def _dumps(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    _ModulesByName(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return buffer.getvalue()
-
-
-class _SpawnLauncher:
-    """Starts the processes of a run and brings rank zero's results back."""
+class SpawnLauncher:
+    """Starts the processes of a run and brings rank zero's results back (the
+    :class:`ember.roles.Launcher` of the built-in parallel strategies; fsdp
+    and deepspeed subclass it). ``strategy`` needs ``num_processes``,
+    ``num_nodes``, ``environment``, ``always_spawn``, ``barrier`` and ``teardown``."""
 
     def __init__(self, strategy: Any) -> None:
         self.strategy = strategy
@@ -93,7 +73,7 @@ class _SpawnLauncher:
             # The workers continue the caller's random state, as if the run had
             # stayed in this process: seed_everything before fit() then decides
             # dropout and shuffling in every rank, and identically on each.
-            payload = _dumps((function, args, rng_state()))
+            payload = dumps((function, args, rng_state()))
             context = torch.multiprocessing.start_processes(
                 _worker,
                 args=(payload, nprocs, node_rank, num_nodes, address, port, workdir),
@@ -116,7 +96,7 @@ class _SpawnLauncher:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if trainer is not None:
-            _load_shipped(trainer, shipped)
+            load_shipped_run(trainer, shipped)
         return shipped["return"]
 
     def _failure(self, exc: BaseException, workdir: str, nprocs: int, node_rank: int, num_nodes: int) -> DDPWorkerError:
@@ -184,7 +164,7 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
             strategy._ranks = (global_rank, local_rank, node_rank, world_size)
         result = function(*args)
         if global_rank == 0:
-            shipped = _ship(trainer, result)
+            shipped = ship_run(trainer, result)
             path = os.path.join(workdir, "result.pt")
             torch.save(shipped, path + ".tmp")
             os.replace(path + ".tmp", path)
@@ -222,57 +202,3 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value) if not hasattr(value, "_fields") else type(value)(*(_to_cpu(v) for v in value))
-    return value
-
-
-def _ship(trainer: Any, result: Any) -> dict[str, Any]:
-    """What rank zero sends back to the process that called fit/validate/test/predict."""
-    if trainer is None:
-        return {"return": _to_cpu(result)}
-    module = trainer.module
-    callbacks = []
-    for cb in trainer.callbacks:
-        try:
-            callbacks.append((type(cb).__name__, cb.state_dict()))
-        except Exception:
-            callbacks.append((type(cb).__name__, None))
-    return {
-        "return": _to_cpu(result),
-        "state_dict": _to_cpu(trainer.strategy.module_state_dict(module)) if module is not None else None,
-        "callback_metrics": _to_cpu(dict(trainer.callback_metrics)),
-        "progress_bar_metrics": dict(trainer.progress_bar_metrics),
-        "logged_metrics": dict(trainer.logged_metrics),
-        "global_step": trainer.global_step,
-        "current_epoch": trainer.current_epoch,
-        "should_stop": trainer.should_stop,
-        "status": trainer.state.status,
-        "callbacks": callbacks,
-    }
-
-
-def _load_shipped(trainer: Any, shipped: dict[str, Any]) -> None:
-    module = trainer.module
-    if module is not None and shipped.get("state_dict") is not None:
-        module.load_state_dict(shipped["state_dict"])
-    trainer._callback_metrics = dict(shipped.get("callback_metrics", {}))
-    trainer.logged_metrics = dict(shipped.get("logged_metrics", {}))
-    trainer._last_eval_progress = dict(shipped.get("progress_bar_metrics", {}))
-    trainer.global_step = shipped.get("global_step", trainer.global_step)
-    trainer.current_epoch = shipped.get("current_epoch", trainer.current_epoch)
-    trainer.should_stop = shipped.get("should_stop", False)
-    trainer.state.status = shipped.get("status", "finished")
-    for cb, (name, state) in zip(trainer.callbacks, shipped.get("callbacks", []), strict=False):
-        if state and type(cb).__name__ == name:
-            try:
-                cb.load_state_dict(state)
-            except Exception as exc:  # the weights matter more than a callback's bookkeeping
-                warnings.warn(f"ddp_spawn: could not restore {name}'s state in the main process: {exc}", stacklevel=3)

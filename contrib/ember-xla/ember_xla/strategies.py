@@ -371,16 +371,16 @@ class XLALauncher:
         return not self.strategy._in_worker
 
     def launch(self, function: Callable[..., Any], *args: Any) -> Any:
-        # Shipping a trainer to the replicas and its results back is what ember's
-        # ddp_spawn does too; its helpers keep the two in step.
-        from ember.plugins.strategies.ddp import _dumps, _load_shipped
+        # Shipping a trainer to the replicas and its results back: ember's public
+        # launch helpers, the ones its own ddp_spawn uses.
+        from ember.launch import dumps, load_shipped_run
 
         strategy = self.strategy
         trainer = getattr(function, "__self__", None)
         spawn = _spawn_function(strategy.xla)
         workdir = tempfile.mkdtemp(prefix="ember-xla-")
         try:
-            payload = _dumps((function, args))
+            payload = dumps((function, args))
             try:
                 spawn(_replica, args=(payload, workdir), start_method=strategy.start_method)
             except Exception as exc:
@@ -392,13 +392,13 @@ class XLALauncher:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if trainer is not None:
-            _load_shipped(trainer, shipped)
+            load_shipped_run(trainer, shipped)
         return shipped["return"]
 
 
 def _replica(index: int, payload: bytes, workdir: str) -> None:
     """What each replica runs (module level, so the spawn start method can import it)."""
-    from ember.plugins.strategies.ddp import _ship
+    from ember.launch import ship_run
 
     function, args = pickle.loads(payload)  # per replica: threads of one process get their own copies too
     trainer = getattr(function, "__self__", None)
@@ -407,7 +407,7 @@ def _replica(index: int, payload: bytes, workdir: str) -> None:
         strategy._in_worker = True
     result = function(*args)
     if strategy is None or strategy.is_global_zero:
-        shipped = _ship(trainer, result)
+        shipped = ship_run(trainer, result)
         path = os.path.join(workdir, "result.pt")
         torch.save(shipped, path + ".tmp")
         os.replace(path + ".tmp", path)

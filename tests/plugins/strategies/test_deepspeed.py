@@ -152,7 +152,7 @@ class _FakeTrainer:
     accumulate_grad_batches = 3
     gradient_clip_val = 0.5
     gradient_clip_algorithm = "norm"
-    _train_loader = DataLoader(regression_data(), batch_size=4)
+    train_dataloader = DataLoader(regression_data(), batch_size=4)
 
 
 @pytest.mark.parametrize(

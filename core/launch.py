@@ -1,0 +1,96 @@
+"""Shipping a run between processes: what a launcher that starts worker
+processes (``ddp_spawn``, fsdp, deepspeed, ember-xla's spawn) sends to them and
+brings back.
+
+Any launcher, built-in or third-party, uses the same three public functions:
+
+- :func:`dumps` pickles ``(function, args, ...)`` for the workers (modules the
+  trainer's plugin manager holds travel as an import by name);
+- in rank zero, :func:`ship_run` packs what the run left behind (the result,
+  the module's weights, metrics, counters, status, callback states);
+- back in the calling process, :func:`load_shipped_run` puts that into the
+  trainer, so the caller sees the run as if it had happened in its process.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from ember.tensors import to_cpu
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
+
+
+class _ModulesByName(pickle.Pickler):
+    """Pickles module objects (the trainer's plugin manager holds some) as an import by name."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.ModuleType):
+            return _import_module, (obj.__name__,)
+        return NotImplemented
+
+
+def _import_module(name: str) -> types.ModuleType:
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj`` (typically ``(trainer._run_stage, args, ...)`` as a bound
+    method) for a worker process; modules travel as an import by name."""
+    buffer = io.BytesIO()
+    _ModulesByName(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def ship_run(trainer: Trainer | None, result: Any) -> dict[str, Any]:
+    """What rank zero sends back to the process that called
+    fit/validate/test/predict: ``result`` and the run's end state."""
+    if trainer is None:
+        return {"return": to_cpu(result)}
+    module = trainer.module
+    callbacks = []
+    for cb in trainer.callbacks:
+        try:
+            callbacks.append((type(cb).__name__, cb.state_dict()))
+        except Exception:
+            callbacks.append((type(cb).__name__, None))
+    return {
+        "return": to_cpu(result),
+        "state_dict": to_cpu(trainer.strategy.module_state_dict(module)) if module is not None else None,
+        "callback_metrics": to_cpu(dict(trainer.callback_metrics)),
+        "progress_bar_metrics": dict(trainer.progress_bar_metrics),
+        "logged_metrics": dict(trainer.logged_metrics),
+        "global_step": trainer.global_step,
+        "current_epoch": trainer.current_epoch,
+        "should_stop": trainer.should_stop,
+        "status": trainer.state.status,
+        "callbacks": callbacks,
+    }
+
+
+def load_shipped_run(trainer: Trainer, shipped: dict[str, Any]) -> None:
+    """Put what :func:`ship_run` packed into the calling process's ``trainer``
+    (weights, metrics, counters, status and callback states)."""
+    module = trainer.module
+    if module is not None and shipped.get("state_dict") is not None:
+        module.load_state_dict(shipped["state_dict"])
+    trainer._callback_metrics = dict(shipped.get("callback_metrics", {}))
+    trainer.logged_metrics = dict(shipped.get("logged_metrics", {}))
+    trainer._last_eval_progress = dict(shipped.get("progress_bar_metrics", {}))
+    trainer.global_step = shipped.get("global_step", trainer.global_step)
+    trainer.current_epoch = shipped.get("current_epoch", trainer.current_epoch)
+    trainer.should_stop = shipped.get("should_stop", False)
+    trainer.state.status = shipped.get("status", "finished")
+    for cb, (name, state) in zip(trainer.callbacks, shipped.get("callbacks", []), strict=False):
+        if state and type(cb).__name__ == name:
+            try:
+                cb.load_state_dict(state)
+            except Exception as exc:  # the weights matter more than a callback's bookkeeping
+                warnings.warn(f"ddp_spawn: could not restore {name}'s state in the main process: {exc}", stacklevel=3)
