@@ -20,7 +20,10 @@ for these fixtures by name, with no import and no ``conftest.py``:
     for every hook, with ``assert_order([...])``, ``names()`` and
     ``count(name)``.
 
-and :func:`assert_survives_resume` checks that a callback's or plugin's
+:func:`quiet_trainer` (``quiet_trainer(root, **kwargs)``) is the function behind
+``make_trainer``, for helpers that have no fixture at hand: it is the one
+test trainer factory, used by ember's own tests and the contrib
+distributions' tests. :func:`assert_survives_resume` checks that a callback's or plugin's
 ``state_dict()`` comes back from a checkpoint and the run carries on.
 
 For logger authors, :class:`LoggerConformance` is the logger conformance
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from ember._testing_support import QUIET_DEFAULTS, HookCall, HookRecorder, ResumeReport, TinyDataModule, TinyModule
+    from ember._testing_support import QUIET_DEFAULTS, HookCall, HookRecorder, ResumeReport, TinyDataModule, TinyModule, quiet_trainer
 
 __all__ = [
     "QUIET_DEFAULTS",
@@ -64,12 +67,13 @@ __all__ = [
     "assert_survives_resume",
     "hook_recorder",
     "make_trainer",
+    "quiet_trainer",
     "tiny_datamodule",
     "tiny_module",
 ]
 
 #: names served from ember._testing_support on first use (it imports torch)
-_LAZY = frozenset({"QUIET_DEFAULTS", "HookCall", "HookRecorder", "ResumeReport", "TinyDataModule", "TinyModule"})
+_LAZY = frozenset({"QUIET_DEFAULTS", "HookCall", "HookRecorder", "ResumeReport", "TinyDataModule", "TinyModule", "quiet_trainer"})
 #: names served from ember.logger_conformance on first use (the logger conformance suite)
 _LAZY_CONFORMANCE = frozenset({"Handle", "KillBound", "LoggerConformance", "LoggerSpec", "Stored"})
 

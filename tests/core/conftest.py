@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+from ember.testing import quiet_trainer as ember_quiet_trainer
 
 WEIGHTS = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 
@@ -129,16 +130,21 @@ class Counter(ember.Callback):
         self.train_batches += 1
 
 
+#: What ember's own suite adds to ember.testing's QUIET_DEFAULTS (None: the Trainer's default).
+SUITE_DEFAULTS: dict[str, Any] = {
+    "num_sanity_val_steps": 0,
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_epochs": None,
+    "enable_fault_tolerance": None,
+}
+
+
 def quiet_trainer(tmp_path: Any, **kwargs: Any) -> ember.Trainer:
-    kwargs.setdefault("default_root_dir", tmp_path)
-    kwargs.setdefault("enable_progress_bar", False)
-    kwargs.setdefault("enable_model_summary", False)
-    kwargs.setdefault("enable_checkpointing", False)
-    kwargs.setdefault("logger", False)
-    kwargs.setdefault("num_sanity_val_steps", 0)
-    kwargs.setdefault("accelerator", "cpu")
-    kwargs.setdefault("devices", 1)
-    return ember.Trainer(**kwargs)
+    """:func:`ember.testing.quiet_trainer` with this suite's settings: no sanity
+    check, one CPU device, and the Trainer's own ``max_epochs`` and fault
+    tolerance unless a test sets them."""
+    return ember_quiet_trainer(tmp_path, **{**SUITE_DEFAULTS, **kwargs})
 
 
 def params_of(module: torch.nn.Module) -> list[torch.Tensor]:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+from ember.testing import quiet_trainer
 
 EPOCHS = 3
 BATCHES_PER_EPOCH = 6  # 48 samples / batch 8
@@ -101,16 +102,13 @@ class _SaveThenCrash(ember.Callback):
 
 
 def _trainer(tmp_path: Path, callbacks: list[Any] | None = None, val_check_interval: float = 0.5) -> ember.Trainer:
-    return ember.Trainer(
+    return quiet_trainer(
+        tmp_path,
         max_epochs=EPOCHS,
         accumulate_grad_batches=2,
         val_check_interval=val_check_interval,
         callbacks=callbacks or [],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+        enable_fault_tolerance=None,  # the Trainer's default
     )
 
 
@@ -198,15 +196,8 @@ class _EpochScheduled(_Net):
 
 
 def _steps_trainer(tmp_path: Path, max_steps: int, callbacks: list[Any] | None = None) -> ember.Trainer:
-    return ember.Trainer(
-        max_steps=max_steps,
-        val_check_interval=0.5,
-        callbacks=callbacks or [],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+    return quiet_trainer(
+        tmp_path, max_epochs=None, max_steps=max_steps, val_check_interval=0.5, callbacks=callbacks or [], enable_fault_tolerance=None
     )
 
 

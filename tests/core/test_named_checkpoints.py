@@ -20,6 +20,7 @@ import ember
 from ember.checkpointing import RECORD_FILE, MissingCheckpointError
 from ember.plugins.callbacks import ModelCheckpoint
 from ember.plugins.loggers import CSVLogger
+from ember.testing import quiet_trainer as ember_quiet_trainer
 
 
 def loader(n: int, batch_size: int, seed: int = 0) -> DataLoader:
@@ -28,11 +29,9 @@ def loader(n: int, batch_size: int, seed: int = 0) -> DataLoader:
 
 
 def quiet_trainer(root: Path, **kwargs: Any) -> ember.Trainer:
-    kwargs.setdefault("enable_checkpointing", False)
-    kwargs.setdefault("logger", False)
-    return ember.Trainer(
-        default_root_dir=root, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, accelerator="cpu", **kwargs
-    )
+    """ember.testing's, with no sanity check on the CPU and the Trainer's own epochs and fault tolerance."""
+    defaults = {"num_sanity_val_steps": 0, "accelerator": "cpu", "max_epochs": None, "enable_fault_tolerance": None}
+    return ember_quiet_trainer(root, **{**defaults, **kwargs})
 
 
 class Scored(ember.Module):

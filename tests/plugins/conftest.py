@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+from ember.testing import quiet_trainer as ember_quiet_trainer
 
 
 def make_loader(n: int = 32, batch_size: int = 8, seed: int = 0) -> DataLoader:
@@ -70,18 +71,21 @@ class TrainOnly(TinyRegressor):
     validation_step = ember.Module.validation_step  # type: ignore[assignment]
 
 
+#: What ember's own suite adds to ember.testing's QUIET_DEFAULTS (None: the Trainer's default).
+SUITE_DEFAULTS: dict[str, Any] = {
+    "num_sanity_val_steps": 0,
+    "accelerator": "cpu",
+    "devices": 1,
+    "max_epochs": None,
+    "enable_fault_tolerance": None,
+}
+
+
 def quiet_trainer(tmp_path: Any, **kwargs: Any) -> ember.Trainer:
-    """A trainer that writes under ``tmp_path`` and adds no default observers
-    the test did not ask for."""
-    kwargs.setdefault("default_root_dir", tmp_path)
-    kwargs.setdefault("enable_progress_bar", False)
-    kwargs.setdefault("enable_model_summary", False)
-    kwargs.setdefault("enable_checkpointing", False)
-    kwargs.setdefault("logger", False)
-    kwargs.setdefault("num_sanity_val_steps", 0)
-    kwargs.setdefault("accelerator", "cpu")
-    kwargs.setdefault("devices", 1)
-    return ember.Trainer(**kwargs)
+    """:func:`ember.testing.quiet_trainer` with this suite's settings: no sanity
+    check, one CPU device, and the Trainer's own ``max_epochs`` and fault
+    tolerance unless a test sets them."""
+    return ember_quiet_trainer(tmp_path, **{**SUITE_DEFAULTS, **kwargs})
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+from ember.testing import quiet_trainer
 
 
 def make_data(n: int = 48, seed: int = 0) -> TensorDataset:
@@ -59,16 +60,10 @@ def loaders(batch_size: int = 8):
 
 
 def trainer(tmp_path: Path, callbacks: list, **kwargs) -> ember.Trainer:
-    options = dict(
-        default_root_dir=str(tmp_path),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        num_sanity_val_steps=0,
+    """ember.testing's quiet trainer, with no sanity check and the Trainer's own epochs and fault tolerance."""
+    return quiet_trainer(
+        tmp_path, callbacks=callbacks, **{"num_sanity_val_steps": 0, "max_epochs": None, "enable_fault_tolerance": None, **kwargs}
     )
-    options.update(kwargs)
-    return ember.Trainer(callbacks=callbacks, **options)
 
 
 def ember_command() -> list[str]:

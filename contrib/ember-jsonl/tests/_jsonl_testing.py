@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
+from ember.testing import quiet_trainer
 
 
 def make_data(n: int, seed: int) -> TensorDataset:
@@ -62,16 +63,9 @@ class Recording(ember.Logger):
 
 
 def trainer(tmp_path: Path, loggers: list, callbacks: list = (), **kwargs: Any) -> ember.Trainer:
-    options: dict[str, Any] = dict(
-        default_root_dir=str(tmp_path),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        log_every_n_steps=1,
-        num_sanity_val_steps=0,
-    )
-    options.update(kwargs)
-    return ember.Trainer(logger=loggers, callbacks=list(callbacks), **options)
+    """ember.testing's quiet trainer with ``loggers``, logging every step, no sanity check, the Trainer's own epochs and fault tolerance."""
+    defaults = {"log_every_n_steps": 1, "num_sanity_val_steps": 0, "max_epochs": None, "enable_fault_tolerance": None}
+    return quiet_trainer(tmp_path, logger=loggers, callbacks=list(callbacks), **{**defaults, **kwargs})
 
 
 def ember_command() -> list[str]:

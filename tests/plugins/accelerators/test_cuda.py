@@ -17,6 +17,7 @@ from ember.plugins.accelerators.cuda import CUDAAccelerator
 from ember.plugins.accelerators.mps import MPSAccelerator
 from ember.resolve import auto_accelerator
 from ember.roles import RoleRegistry
+from ember.testing import quiet_trainer
 
 
 @pytest.fixture
@@ -186,15 +187,7 @@ def test_trainer_with_an_accelerator_object_and_no_cuda(tmp_path: Path) -> None:
 
 
 def gpu_trainer(tmp_path: Path, **kwargs: Any) -> ember.Trainer:
-    return ember.Trainer(
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
+    return quiet_trainer(tmp_path, **{"num_sanity_val_steps": 0, "max_epochs": None, "enable_fault_tolerance": None, **kwargs})
 
 
 @pytest.mark.gpu

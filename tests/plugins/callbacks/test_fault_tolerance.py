@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.plugins.callbacks.fault_tolerance import FaultTolerance
+from ember.testing import TinyModule, quiet_trainer
 
 
 class _Net(ember.Module):
@@ -43,16 +44,7 @@ def _loader() -> DataLoader:
 
 
 def _trainer(root: Path, *callbacks: Any, **kwargs: Any) -> ember.Trainer:
-    return ember.Trainer(
-        max_epochs=3,
-        default_root_dir=root,
-        callbacks=list(callbacks),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    return quiet_trainer(root, callbacks=list(callbacks), **{"max_epochs": 3, "enable_fault_tolerance": None, **kwargs})
 
 
 class _SignalAt(ember.Callback):
@@ -261,3 +253,24 @@ def test_under_slurm_rank_zero_requeues_the_job(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(ember.Preempted):
         _trainer(tmp_path, _SignalAt(step=3), FaultTolerance(requeue=False)).fit(_Net(), _loader())
     assert not calls.exists(), "requeue=False leaves the job alone"
+
+
+def test_a_failing_teardown_elsewhere_still_restores_the_signal_handlers(tmp_path: Any) -> None:
+    class FailingTeardown(ember.Callback):
+        def teardown(self, trainer: Any, module: Any, stage: str) -> None:
+            raise OSError("teardown failed")
+
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = ember.Trainer(
+        max_epochs=1,
+        callbacks=[FailingTeardown()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    assert any(isinstance(cb, FaultTolerance) for cb in trainer.callbacks)
+    with pytest.raises(OSError, match="teardown failed"):
+        trainer.fit(TinyModule())  # TinyModule brings its own loaders
+    assert signal.getsignal(signal.SIGTERM) is before, "FaultTolerance's teardown ran after the other one raised"

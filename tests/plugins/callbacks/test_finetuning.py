@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.plugins.callbacks import BackboneFinetuning, BaseFinetuning
+from ember.testing import quiet_trainer
 
 
 def _loader() -> DataLoader:
@@ -43,10 +44,7 @@ class WithBackbone(ember.Module):
 
 
 def _trainer(tmp_path: Any, epochs: int, callback: Any) -> ember.Trainer:
-    return ember.Trainer(
-        accelerator="cpu", devices=1, max_epochs=epochs, callbacks=[callback], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+    return quiet_trainer(tmp_path, accelerator="cpu", devices=1, max_epochs=epochs, callbacks=[callback], enable_fault_tolerance=None)
 
 
 def test_backbone_is_frozen_then_added_with_a_growing_learning_rate(tmp_path: Any) -> None:

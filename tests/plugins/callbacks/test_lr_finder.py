@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.plugins.callbacks.lr_finder import LearningRateFinder, LRFinderResult, lr_find, lr_schedule
+from ember.testing import quiet_trainer
 
 
 def _regression_data(n: int = 2048, features: int = 10, seed: int = 0) -> TensorDataset:
@@ -45,18 +46,9 @@ class LinearRegression(ember.Module):
 
 
 def _trainer(tmp_path: Path, callbacks: list[Any], **kwargs: Any) -> ember.Trainer:
-    options = {
-        "max_epochs": 1,
-        "accelerator": "cpu",
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "default_root_dir": tmp_path,
-        **kwargs,
-    }
-    return ember.Trainer(callbacks=callbacks, **options)
+    return quiet_trainer(
+        tmp_path, callbacks=callbacks, **{"accelerator": "cpu", "num_sanity_val_steps": 0, "enable_fault_tolerance": None, **kwargs}
+    )
 
 
 class _Probe(ember.Callback):

@@ -18,6 +18,7 @@ import torch
 import ember
 from ember.plugins.precision import mixed
 from ember.plugins.precision.mixed import MixedPrecision, bf16_mixed_precision, cpu_float16_supported, half_mixed_precision
+from ember.testing import quiet_trainer
 
 DIGITS = Path(__file__).resolve().parents[3] / "examples" / "digits"
 
@@ -418,17 +419,8 @@ def test_bf16_mixed_checkpoint_round_trip(make_trainer: Any, loaders: Any, tmp_p
 
 
 def gpu_trainer(tmp_path: Path, **kwargs: Any) -> ember.Trainer:
-    kwargs.setdefault("accelerator", "cuda")
-    kwargs.setdefault("devices", 1)
-    return ember.Trainer(
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
+    defaults = {"accelerator": "cuda", "devices": 1, "num_sanity_val_steps": 0, "max_epochs": None, "enable_fault_tolerance": None}
+    return quiet_trainer(tmp_path, **{**defaults, **kwargs})
 
 
 @pytest.mark.parametrize("precision,dtype", [("16-mixed", torch.float16), ("bf16-mixed", torch.bfloat16)])

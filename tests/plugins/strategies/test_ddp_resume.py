@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.plugins.strategies.ddp import DDPWorkerError
+from ember.testing import quiet_trainer
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
@@ -55,19 +56,7 @@ def loader() -> DataLoader:
 
 
 def trainer(root: Path, callbacks: list[Any] | None = None) -> ember.Trainer:
-    return ember.Trainer(
-        strategy="ddp_spawn",
-        devices=2,
-        accelerator="cpu",
-        max_epochs=2,
-        callbacks=callbacks or [],
-        default_root_dir=root,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_fault_tolerance=False,
-    )
+    return quiet_trainer(root, strategy="ddp_spawn", devices=2, accelerator="cpu", max_epochs=2, callbacks=callbacks or [])
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.loops.data_position import ResumeMismatchError
+from ember.testing import quiet_trainer
 
 N = 24
 
@@ -67,19 +68,7 @@ def loader(batch_size: int, shuffle: bool) -> DataLoader:
 
 
 def trainer(root: Path, callbacks: list[Any] | None = None, **kwargs: Any) -> ember.Trainer:
-    return ember.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        callbacks=callbacks or [],
-        default_root_dir=root,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_fault_tolerance=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
+    return quiet_trainer(root, callbacks=callbacks or [], **{"accelerator": "cpu", "num_sanity_val_steps": 0, **kwargs})
 
 
 def seen(out: Path) -> Counter[int]:
