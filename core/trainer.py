@@ -25,7 +25,7 @@ from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
 from ember.results import Results, to_float
 from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
-from ember.roles import ReplacesTrainingModule, RoleRegistry, StopsTraining
+from ember.roles import RoleRegistry
 
 _DEFAULT_SLOTS = (
     ("progress_bar", "enable_progress_bar"),
@@ -271,8 +271,7 @@ class Trainer(TrainerCompatMixin):
 
     @property
     def early_stopping_callback(self) -> Callback | None:
-        """The first callback that can stop training early (a :class:`~ember.roles.StopsTraining`)."""
-        return next((cb for cb in self.callbacks if isinstance(cb, StopsTraining)), None)
+        return next((cb for cb in self.callbacks if type(cb).__name__ == "EarlyStopping"), None)
 
     @property
     def progress_bar_callback(self) -> Callback | None:
@@ -578,8 +577,6 @@ class Trainer(TrainerCompatMixin):
                     "steps one optimizer; set `self.automatic_optimization = False` and step them yourself in training_step."
                 )
         self.optimizers = self.strategy.setup_optimizers(optimizers)
-        if isinstance(self.strategy, ReplacesTrainingModule):
-            self._placed_module = self.strategy.training_module() or self._placed_module
         self.lr_scheduler_configs = configs
         from ember.loops.optimization import OptimizerHandle
 
@@ -655,11 +652,23 @@ class Trainer(TrainerCompatMixin):
         module = self.module
         status = {"finished": "success", "interrupted": "interrupted"}.get(self.state.status, "failed")
         try:
-            if self._dispatch is not None and module is not None:
-                for fn in self._dispatch.teardown:
-                    fn(self, module, stage)
+            # Every teardown runs, even after one raised: a callback's failure
+            # must not leave another's signal handlers or files in place.
+            error: Exception | None = None
+            hooks = list(self._dispatch.teardown) if self._dispatch is not None and module is not None else []
             if self.datamodule is not None:
-                self.datamodule.teardown(stage)
+                hooks.append(lambda _t, _m, stage: self.datamodule.teardown(stage))
+            for fn in hooks:
+                try:
+                    fn(self, module, stage)
+                except Exception as exc:
+                    self._note_origin(exc)  # now, while `fn` is still the hook that raised
+                    if error is None:
+                        error = exc
+                    else:
+                        warnings.warn(f"teardown also raised {type(exc).__name__}: {exc}", stacklevel=2)
+            if error is not None:
+                raise error
         finally:
             if self.is_global_zero:
                 _finalize_loggers(self.loggers, status)
