@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import ember
-from ember import plugin_manager
-from ember.plugin_manager import AutoloadSettings, EmberPluginWarning, PluginManager, declared_ember_requirement
+from ember import plugin_versions
+from ember.plugin_manager import AutoloadSettings, EmberPluginWarning, PluginManager
+from ember.plugin_versions import declared_ember_requirement
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_refusal_is_a_warning_not_a_crash(with_compat: Path) -> None:
 
 
 def test_plugin_loads_into_an_ember_inside_its_range(with_compat: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugin_manager, "running_ember_version", lambda: "0.0.5")
+    monkeypatch.setattr(plugin_versions, "running_ember_version", lambda: "0.0.5")
     pm = load()
     assert pm.has_plugin("oldcompat") and not [f for f in pm.failures if f.name == "oldcompat"]
     assert "oldcompat" in pm.build_registry().names("callback")
@@ -123,8 +124,8 @@ class _FakeEntryPoint:
     ("running", "fits"), [("0.2.0", True), ("0.2.0.dev3", True), ("0.2.5rc1", True), ("0.3.0.dev0", False), ("0.1.9", False)]
 )
 def test_development_builds_count_as_their_release(monkeypatch: pytest.MonkeyPatch, running: str, fits: bool) -> None:
-    monkeypatch.setattr(plugin_manager, "running_ember_version", lambda: running)
-    failure = plugin_manager.incompatibility(_FakeEntryPoint, "ember-x", "1.0")
+    monkeypatch.setattr(plugin_versions, "running_ember_version", lambda: running)
+    failure = plugin_versions.incompatibility(_FakeEntryPoint, "ember-x", "1.0")
     assert (failure is None) == fits
     if failure is not None:
         assert f"this is ember {running}" in failure.error
