@@ -70,11 +70,6 @@ def resolve_owned(pm: PluginManager, name: str, module: Any = None, module_base:
     return owned
 
 
-def resolve(pm: PluginManager, name: str, module: Any = None, module_base: type | None = None) -> Hook:
-    """The callables for hook ``name``, in firing order."""
-    return tuple(fn for _, fn in resolve_owned(pm, name, module, module_base))
-
-
 #: ``wrap(hook_name, owner, fn) -> fn``: lets a profiler time every implementation.
 Wrap = Callable[[str, str, Callable[..., Any]], Callable[..., Any]]
 
