@@ -25,12 +25,14 @@ import datetime
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from ember.plugin_manager import hookimpl
+from ember.plugins.strategies.ddp_comm import averaging_optimizers, check_comm_options, register_comm_hook
 from ember.plugins.strategies.distributed_sampler import split_across_ranks
 from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure, skipped
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
@@ -98,6 +100,11 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: Any = None,
         precision_plugin: Any = None,
+        ddp_comm_state: object | None = None,
+        ddp_comm_hook: Callable[..., Any] | None = None,
+        ddp_comm_wrapper: Callable[..., Any] | None = None,
+        model_averaging_period: int | None = None,
+        start_method: str = "popen",
         **ddp_kwargs: Any,
     ) -> None:
         devices, environment, precision = lightning_aliases(
@@ -117,6 +124,12 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         #: The exception this rank raised, once it raised: collectives then raise at once (no waiting for peers).
         self.failed: BaseException | None = None
         self.ddp_kwargs = ddp_kwargs
+        check_comm_options(ddp_comm_hook, ddp_comm_state, ddp_comm_wrapper, model_averaging_period)
+        self.ddp_comm_state, self.ddp_comm_hook, self.ddp_comm_wrapper = ddp_comm_state, ddp_comm_hook, ddp_comm_wrapper
+        self.model_averaging_period = model_averaging_period
+        if start_method not in ("popen", "spawn", "fork", "forkserver"):
+            raise ValueError(f"DDPStrategy(start_method={start_method!r}): use 'popen', 'spawn', 'fork' or 'forkserver'.")
+        self.start_method = start_method
         self._device = torch.device("cpu")
         self._needs_transfer = False
         # (global, local, node, world); set by setup_environment or by the spawn launcher
@@ -253,8 +266,12 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
             return module
         device_ids = [self._device.index] if self._device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(TrainingStepModule(module), device_ids=device_ids, **self.ddp_kwargs)
+        register_comm_hook(wrapped, self.ddp_comm_hook, self.ddp_comm_state, self.ddp_comm_wrapper, self.num_processes)
         self._wrapped = wrapped
         return wrapped
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        return averaging_optimizers(optimizers, self.ddp_comm_state, self.model_averaging_period)
 
     def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
         self.precision.backward(loss, module)

@@ -50,7 +50,8 @@ import torch
 
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher, TrainingStepModule, unwrap_module
-from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_model_states
+from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_full_weights, load_model_states
+from ember.plugins.strategies.deepspeed_config import apply_runtime_options, build_config, collect_options
 from ember.strategies import lightning_aliases
 
 #: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
@@ -211,12 +212,47 @@ class DeepSpeedStrategy(DDPStrategy):
         devices: list[torch.device] | int | None = None,
         num_nodes: int = 1,
         *,
+        zero_optimization: bool = True,
         stage: int = 2,
+        remote_device: str | None = None,
         offload_optimizer: bool = False,
         offload_parameters: bool = False,
+        offload_params_device: str = "cpu",
+        nvme_path: str = "/local_nvme",
+        params_buffer_count: int = 5,
+        params_buffer_size: int = 100_000_000,
+        max_in_cpu: int = 1_000_000_000,
+        offload_optimizer_device: str = "cpu",
+        optimizer_buffer_count: int = 4,
+        block_size: int = 1_048_576,
+        queue_depth: int = 8,
+        single_submit: bool = False,
+        overlap_events: bool = True,
+        thread_count: int = 1,
+        pin_memory: bool = False,
+        sub_group_size: int = 1_000_000_000_000,
+        contiguous_gradients: bool = True,
+        overlap_comm: bool = True,
+        allgather_partitions: bool = True,
+        reduce_scatter: bool = True,
+        allgather_bucket_size: int = 200_000_000,
+        reduce_bucket_size: int = 200_000_000,
+        zero_allow_untested_optimizer: bool = True,
+        logging_batch_size_per_gpu: int | str | None = "auto",
         config: dict[str, Any] | str | os.PathLike[str] | None = None,
+        logging_level: int = 30,
+        loss_scale: float = 0,
+        initial_scale_power: int = 16,
+        loss_scale_window: int = 1000,
+        hysteresis: int = 2,
+        min_loss_scale: int = 1,
+        partition_activations: bool = False,
+        cpu_checkpointing: bool = False,
+        contiguous_memory_optimization: bool = False,
+        synchronize_checkpoint_boundary: bool = False,
+        load_full_weights: bool = False,
+        exclude_frozen_parameters: bool = False,
         cpu_torch_adam: bool = True,
-        logging_batch_size_per_gpu: int | None = None,
         process_group_backend: str | None = None,
         timeout: Any = None,
         parallel_devices: list[torch.device] | None = None,
@@ -249,12 +285,16 @@ class DeepSpeedStrategy(DDPStrategy):
         self.offload_parameters = offload_parameters
         self.user_config = dict(config) if config is not None else None
         self.cpu_torch_adam = cpu_torch_adam
-        self.logging_batch_size_per_gpu = logging_batch_size_per_gpu
+        self.logging_batch_size_per_gpu = None if logging_batch_size_per_gpu == "auto" else logging_batch_size_per_gpu
+        #: Lightning's flat config keywords; see :mod:`ember.plugins.strategies.deepspeed_config`.
+        self.options = collect_options(locals())
+        self.load_full_weights = load_full_weights
+        self.exclude_frozen_parameters = exclude_frozen_parameters
         self.config: dict[str, Any] | None = None  # the config the engine was made with
         self.engine: Any = None
         self._module: Any = None
         self._in_step = False
-        self._pending_load: tuple[str, dict[str, Any]] | None = None
+        self._pending_load: tuple[str | None, dict[str, Any]] | None = None
         self._final_state: dict[str, Any] | None = None
         self.launcher = _DeepSpeedLauncher(self)
 
@@ -288,6 +328,7 @@ class DeepSpeedStrategy(DDPStrategy):
         deepspeed = _import_deepspeed()
         backend = self.process_group_backend or ("nccl" if self._device.type == "cuda" else "gloo")
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        deepspeed.utils.logging.logger.setLevel(self.options["logging_level"])
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
         if not getattr(module, "automatic_optimization", True):
@@ -310,14 +351,18 @@ class DeepSpeedStrategy(DDPStrategy):
         module = self._module
         trainer = getattr(module, "trainer", None)
         self.config = self._build_config(trainer)
+        apply_runtime_options(deepspeed, self.options, self.config)
         optimizer = optimizers[0]
+        if self._pending_load is not None and self._pending_load[0] is None:  # load_full_weights
+            module.load_state_dict(self._pending_load[1]["state_dict"])
         self.engine, _, _, _ = deepspeed.initialize(
             model=TrainingStepModule(module), optimizer=optimizer, config=self.config, dist_init_required=False
         )
         if self._pending_load is not None:
             path, returned = self._pending_load
             self._pending_load = None
-            self.engine.load_checkpoint(path, tag=self._tag_of(path))
+            if path is not None:
+                self.engine.load_checkpoint(path, tag=self._tag_of(path))
             # The kernel will now load these into the module: its own restored values.
             returned["state_dict"].clear()
             returned["state_dict"].update(module.state_dict())
@@ -330,30 +375,14 @@ class DeepSpeedStrategy(DDPStrategy):
         if self.user_config is not None:
             config = json.loads(json.dumps(self.user_config))
         else:
-            zero: dict[str, Any] = {"stage": self.stage}
-            if self.offload_optimizer:
-                zero["offload_optimizer"] = {"device": "cpu"}
-            if self.offload_parameters:
-                zero["offload_param"] = {"device": "cpu"}
-            config = {
-                "zero_optimization": zero,
-                # configure_optimizers may return any torch optimizer (SGD, AdamW, ...)
-                "zero_allow_untested_optimizer": True,
-                "steps_per_print": 2**31 - 1,
-                "wall_clock_breakdown": False,
-            }
+            name = self.precision.name if self.precision is not None else "32-true"
+            config = build_config(self.options, self.stage, self.offload_optimizer, self.offload_parameters, name)
+            config.update({"steps_per_print": 2**31 - 1, "wall_clock_breakdown": False})
             clip = getattr(trainer, "gradient_clip_val", None)
             if clip and getattr(trainer, "gradient_clip_algorithm", "norm") != "norm":
                 raise ValueError("strategy='deepspeed' clips gradients by norm only (gradient_clip_algorithm='norm').")
             # Always explicit: DeepSpeed's own default is to clip at norm 1.0.
             config["gradient_clipping"] = float(clip) if clip else 0.0
-            name = self.precision.name if self.precision is not None else "32-true"
-            if name == "16-mixed":
-                config["fp16"] = {"enabled": True}
-            elif name in ("bf16-mixed", "bf16-true"):
-                config["bf16"] = {"enabled": True}
-            elif name not in ("32-true", "32"):
-                raise ValueError(f"strategy='deepspeed' supports precision 32-true, 16-mixed, bf16-mixed and bf16-true, not {name!r}.")
             if on_cpu and self.cpu_torch_adam:
                 config["torch_adam"] = True
                 config["zero_force_ds_cpu_optimizer"] = False
@@ -427,9 +456,13 @@ class DeepSpeedStrategy(DDPStrategy):
             )
         self._group_ready("a checkpoint save")  # raises once this rank failed: the save is collective
         client = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
-        self.engine.save_checkpoint(path, tag=TAG, client_state={"ember": client})
+        self.engine.save_checkpoint(path, tag=TAG, client_state={"ember": client}, exclude_frozen_parameters=self.exclude_frozen_parameters)
 
     def load_checkpoint(self, path: str) -> dict[str, Any]:
+        if self.load_full_weights and os.path.isfile(path):
+            returned = load_full_weights(path, OPTIMIZER_MARKER)
+            self._pending_load = (None, returned)  # into the module before the engine partitions it
+            return returned
         if not os.path.isdir(path):
             raise ValueError(
                 f"strategy='deepspeed' resumes from DeepSpeed checkpoint directories; {path!r} is not a directory. "

@@ -73,3 +73,17 @@ def load_model_states(model_file: str) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise _refuse(model_file, f"torch.load(weights_only=True) will not load ({first})") from None
+
+
+def load_full_weights(path: str, optimizer_marker: dict[str, Any]) -> dict[str, Any]:
+    """``DeepSpeedStrategy(load_full_weights=True)``: a single-file ember checkpoint
+    (full weights, as any other strategy writes it) instead of a DeepSpeed
+    directory. The weights go into the module before the engine partitions it;
+    loops, schedulers and callbacks resume as usual; the optimizer starts
+    afresh (a plain optimizer state does not fit the engine's partitions)."""
+    from ember.checkpointing import load_checkpoint_file
+
+    checkpoint = dict(load_checkpoint_file(path, weights_only=True))
+    if "optimizer_states" in checkpoint:
+        checkpoint["optimizer_states"] = [dict(optimizer_marker) for _ in checkpoint["optimizer_states"]]
+    return checkpoint

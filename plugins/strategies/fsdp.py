@@ -31,7 +31,7 @@ Checkpoints (``state_dict_type``):
 
 Loading follows what is on disk, not ``state_dict_type``: a directory is read
 as a sharded checkpoint, a file as a full one. Use
-:func:`ember.checkpoint_consolidate.consolidate` (``ember checkpoint
+:func:`ember.plugins.strategies.fsdp_consolidate.consolidate` (``ember checkpoint
 consolidate DIR OUT``) to turn a sharded directory into one file.
 """
 
@@ -51,6 +51,7 @@ import torch.distributed as dist
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies import safe_dcp
 from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher
+from ember.plugins.strategies.fsdp_options import apply_activation_checkpointing, cast_buffers, fully_shard_kwargs, make_mesh, select, sharding
 from ember.strategies import lightning_aliases
 
 #: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.
@@ -134,6 +135,13 @@ class FSDPStrategy(DDPStrategy):
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: Any = None,
         precision_plugin: Any = None,
+        cpu_offload: Any = None,
+        mixed_precision: Any = None,
+        auto_wrap_policy: Any = None,
+        activation_checkpointing: Any = None,
+        activation_checkpointing_policy: Any = None,
+        sharding_strategy: Any = "FULL_SHARD",
+        device_mesh: Any = None,
         **fsdp_kwargs: Any,
     ) -> None:
         devices, environment, precision = lightning_aliases(
@@ -158,6 +166,12 @@ class FSDPStrategy(DDPStrategy):
         self.state_dict_type = state_dict_type
         self.async_save = bool(async_save)
         self.fsdp_kwargs = fsdp_kwargs
+        # Lightning's FSDP1-style keywords: see ember.plugins.strategies.fsdp_options
+        reshard, self.hybrid = sharding(sharding_strategy)
+        self.cpu_offload, self.mixed_precision, self.device_mesh = cpu_offload, mixed_precision, device_mesh
+        self.shard_kwargs = fully_shard_kwargs(cpu_offload, mixed_precision, reshard)
+        self.auto_wrap_policy = auto_wrap_policy
+        self.activation_checkpointing = (activation_checkpointing, activation_checkpointing_policy)
         self.mesh: Any = None
         self._module: torch.nn.Module | None = None
         self._optimizers: list[torch.optim.Optimizer] = []
@@ -171,9 +185,7 @@ class FSDPStrategy(DDPStrategy):
     # ----------------------------------------------------------------- set-up
     def setup_environment(self) -> None:
         super().setup_environment()
-        from torch.distributed.device_mesh import init_device_mesh
-
-        self.mesh = init_device_mesh(self._device.type, (dist.get_world_size(),))
+        self.mesh = make_mesh(self._device.type, self.device_mesh, self.hybrid, dist.get_world_size(), self.num_processes)
         if self.async_save:
             # The background writer runs collectives; on its own group they cannot
             # interleave with the training's collectives on the default group.
@@ -187,9 +199,11 @@ class FSDPStrategy(DDPStrategy):
         module = self.precision.convert_module(module)
         module = module.to(self._device)
         self._manual_sync = False
-        kwargs = {"mesh": self.mesh, **self.fsdp_kwargs}
-        if self.auto_wrap is not None:
-            units = [m for m in module.modules() if m is not module and isinstance(m, self.auto_wrap)]
+        kwargs = {"mesh": self.mesh, **self.shard_kwargs, **self.fsdp_kwargs}
+        cast_buffers(module, self.mixed_precision)
+        apply_activation_checkpointing(module, *self.activation_checkpointing)
+        units = select(module, self.auto_wrap if self.auto_wrap is not None else self.auto_wrap_policy)
+        if units is not None:
             for unit in reversed(units):  # innermost first
                 fully_shard(unit, **kwargs)
         else:

@@ -79,7 +79,8 @@ class SpawnLauncher:
                 args=(payload, nprocs, node_rank, num_nodes, address, port, workdir),
                 nprocs=nprocs,
                 join=False,
-                start_method="spawn",
+                # DDPStrategy(start_method=...); Lightning's "popen" (re-running the script) is ember's spawn start
+                start_method=getattr(s, "start_method", "popen").replace("popen", "spawn"),
             )
             try:
                 while not context.join():
