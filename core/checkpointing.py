@@ -125,7 +125,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     datamodule = trainer.datamodule
     if datamodule is not None and datamodule._hparams:
         checkpoint["datamodule_hyper_parameters"] = checkpoint_safe(dict(datamodule._hparams))
-    paused = trainer._position.paused  # fit stopped at max_steps inside an epoch: continue that epoch
+    paused = trainer.state.position.paused  # fit stopped at max_steps inside an epoch: continue that epoch
     if paused is not None:
         checkpoint["loops"]["fit"]["callback_metrics"] = paused["callback_metrics"]
     checkpoint["epoch"] = checkpoint["loops"]["fit"].get("epoch", trainer.current_epoch)

@@ -105,7 +105,7 @@ def sequential(loader: Any) -> Any:
 def collect(trainer: Trainer, stage: str) -> None:
     """Find the dataloaders of ``stage``, let the strategy adapt them, count
     their batches, and store all of it on the trainer."""
-    module, dm, explicit = trainer.module, trainer.datamodule, trainer._explicit_loaders
+    module, dm, explicit = trainer.module, trainer.datamodule, trainer.state.explicit_loaders
     assert module is not None
     process = trainer.strategy.process_dataloader
     if stage == "fit":
@@ -120,12 +120,12 @@ def collect(trainer: Trainer, stage: str) -> None:
             raise ValueError("Several training dataloaders at once are not supported; combine them into one dataset or sampler.")
         if trainer.overfit_batches:
             train = sequential(train)
-        trainer._train_loader = process(train, "fit")
-        trainer.num_training_batches = limited(trainer._train_loader, trainer.limit_train_batches, "limit_train_batches")
+        trainer.state.train_loader = process(train, "fit")
+        trainer.num_training_batches = limited(trainer.state.train_loader, trainer.limit_train_batches, "limit_train_batches")
         has_val = type(module).validation_step is not Module.validation_step
         val = resolve("val", explicit.get("val"), dm, module) if has_val else None
-        trainer._val_loaders = [process(v, "validate") for v in as_list(val)]
-        trainer.num_val_batches = [limited(v, trainer.limit_val_batches, "limit_val_batches") for v in trainer._val_loaders]
+        trainer.state.val_loaders = [process(v, "validate") for v in as_list(val)]
+        trainer.num_val_batches = [limited(v, trainer.limit_val_batches, "limit_val_batches") for v in trainer.state.val_loaders]
         steps = trainer.num_sanity_val_steps
         trainer.num_sanity_val_batches = [min(n, math.inf if steps == -1 else steps) for n in trainer.num_val_batches]
         trainer._val_check_batch = val_check_batch(trainer)
@@ -140,8 +140,8 @@ def collect(trainer: Trainer, stage: str) -> None:
                 f"No {kind} data: pass dataloaders to trainer.{stage}(), a DataModule with {_METHOD[kind]}(), or implement {type(module).__name__}.{_METHOD[kind]}()."
             )
         limit = trainer.limit_val_batches if stage == "validate" else trainer.limit_test_batches
-        trainer._eval_loaders = [process(v, stage) for v in as_list(loaders)]
-        counts = [limited(v, limit, f"limit_{kind}_batches") for v in trainer._eval_loaders]
+        trainer.state.eval_loaders = [process(v, stage) for v in as_list(loaders)]
+        counts = [limited(v, limit, f"limit_{kind}_batches") for v in trainer.state.eval_loaders]
         if stage == "validate":
             trainer.num_val_batches = counts
         else:
@@ -152,8 +152,8 @@ def collect(trainer: Trainer, stage: str) -> None:
             raise ValueError(
                 f"No predict data: pass dataloaders to trainer.predict(), a DataModule with predict_dataloader(), or implement {type(module).__name__}.predict_dataloader()."
             )
-        trainer._predict_loaders = [process(v, "predict") for v in as_list(loaders)]
-        trainer.num_predict_batches = [limited(v, trainer.limit_predict_batches, "limit_predict_batches") for v in trainer._predict_loaders]
+        trainer.state.predict_loaders = [process(v, "predict") for v in as_list(loaders)]
+        trainer.num_predict_batches = [limited(v, trainer.limit_predict_batches, "limit_predict_batches") for v in trainer.state.predict_loaders]
 
 
 def val_check_batch(trainer: Trainer) -> float:

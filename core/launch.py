@@ -7,7 +7,8 @@ Any launcher, built-in or third-party, uses the same three public functions:
 - :func:`dumps` pickles ``(function, args, ...)`` for the workers (modules the
   trainer's plugin manager holds travel as an import by name);
 - in rank zero, :func:`ship_run` packs what the run left behind (the result,
-  the module's weights, metrics, counters, status, callback states);
+  the module's weights, the :class:`~ember.loops.state.RunState` without
+  its loaders and placed module, callback states);
 - back in the calling process, :func:`load_shipped_run` puts that into the
   trainer, so the caller sees the run as if it had happened in its process.
 """
@@ -51,7 +52,9 @@ def dumps(obj: Any) -> bytes:
 
 def ship_run(trainer: Trainer | None, result: Any) -> dict[str, Any]:
     """What rank zero sends back to the process that called
-    fit/validate/test/predict: ``result`` and the run's end state."""
+    fit/validate/test/predict: ``result``, the module's weights, the run's
+    end state (a :meth:`~ember.loops.state.RunState.shippable` copy of
+    ``trainer.state``) and the callbacks' states."""
     if trainer is None:
         return {"return": to_cpu(result)}
     module = trainer.module
@@ -64,13 +67,7 @@ def ship_run(trainer: Trainer | None, result: Any) -> dict[str, Any]:
     return {
         "return": to_cpu(result),
         "state_dict": to_cpu(trainer.strategy.module_state_dict(module)) if module is not None else None,
-        "callback_metrics": to_cpu(dict(trainer.callback_metrics)),
-        "progress_bar_metrics": dict(trainer.progress_bar_metrics),
-        "logged_metrics": dict(trainer.logged_metrics),
-        "global_step": trainer.global_step,
-        "current_epoch": trainer.current_epoch,
-        "should_stop": trainer.should_stop,
-        "status": trainer.state.status,
+        "run": trainer.state.shippable(to_cpu(dict(trainer.callback_metrics)), dict(trainer.progress_bar_metrics)),
         "callbacks": callbacks,
     }
 
@@ -81,13 +78,7 @@ def load_shipped_run(trainer: Trainer, shipped: dict[str, Any]) -> None:
     module = trainer.module
     if module is not None and shipped.get("state_dict") is not None:
         module.load_state_dict(shipped["state_dict"])
-    trainer._callback_metrics = dict(shipped.get("callback_metrics", {}))
-    trainer.logged_metrics = dict(shipped.get("logged_metrics", {}))
-    trainer._last_eval_progress = dict(shipped.get("progress_bar_metrics", {}))
-    trainer.global_step = shipped.get("global_step", trainer.global_step)
-    trainer.current_epoch = shipped.get("current_epoch", trainer.current_epoch)
-    trainer.should_stop = shipped.get("should_stop", False)
-    trainer.state.status = shipped.get("status", "finished")
+    trainer.state.absorb(shipped["run"])
     for cb, (name, state) in zip(trainer.callbacks, shipped.get("callbacks", []), strict=False):
         if state and type(cb).__name__ == name:
             try:

@@ -7,7 +7,6 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,14 +17,15 @@ from ember.compile import accept as accept_compiled
 from ember.datamodule import DataModule
 from ember.dispatch import Dispatch, note_origin
 from ember.errors import Preempted
-from ember.loops.position import FitPosition, position_from_state, position_state
+from ember.loops.position import position_from_state, position_state
+from ember.loops.state import RunState, RunStateView
 from ember.loops.signature import step_signatures
 from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
-from ember.results import Results, to_float
+from ember.results import to_float
 from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
-from ember.roles import RoleRegistry
+from ember.roles import ReplacesTrainingModule, RoleRegistry, StopsTraining
 
 _DEFAULT_SLOTS = (
     ("progress_bar", "enable_progress_bar"),
@@ -35,14 +35,11 @@ _DEFAULT_SLOTS = (
 )
 
 
-@dataclass
-class TrainerState:
-    fn: str | None = None  # "fit", "validate", "test", "predict"
-    stage: str | None = None  # "train", "sanity_check", "validate", "test", "predict"
-    status: str = "initializing"  # "running", "finished", "interrupted", "failed"
+#: Lightning's name for what ``trainer.state`` holds: here, the whole run's state.
+TrainerState = RunState
 
 
-class Trainer(TrainerCompatMixin):
+class Trainer(RunStateView, TrainerCompatMixin):
     """Runs ``fit``, ``validate``, ``test`` and ``predict`` for a :class:`Module`.
 
     Argument names and defaults follow Lightning's ``Trainer``. ember-specific:
@@ -179,23 +176,14 @@ class Trainer(TrainerCompatMixin):
             self.loggers = [logger] if isinstance(logger, Logger) else list(logger)
 
         # -- run state --------------------------------------------------------------
-        self.state = TrainerState()
+        self.state = RunState()  # what a run is: stage, counters, fit position, loaders, metrics, placed module
         self.module: Module | None = None
         self.datamodule: DataModule | None = None
         self.optimizers: list[Any] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._optimizer_handles: list[Any] = []
-        self.global_step = 0
-        self.current_epoch = 0
-        self.should_stop = False
-        self.logged_metrics: dict[str, float] = {}
-        self._callback_metrics: dict[str, Any] = {}
-        self._train_results: Results | None = None
-        self._eval_results: Results | None = None
-        self._last_eval_progress: dict[str, Any] = {}
         self._dispatch: Any = None
         self._env_ready = False
-        self._position = FitPosition()
         self._resuming = False
         self._stepper: Any = None
         self._step_takes_idx: dict[str, bool] = {}
@@ -271,7 +259,8 @@ class Trainer(TrainerCompatMixin):
 
     @property
     def early_stopping_callback(self) -> Callback | None:
-        return next((cb for cb in self.callbacks if type(cb).__name__ == "EarlyStopping"), None)
+        """The first callback that can stop training early (a :class:`~ember.roles.StopsTraining`)."""
+        return next((cb for cb in self.callbacks if isinstance(cb, StopsTraining)), None)
 
     @property
     def progress_bar_callback(self) -> Callback | None:
@@ -316,17 +305,17 @@ class Trainer(TrainerCompatMixin):
     @property
     def callback_metrics(self) -> dict[str, Any]:
         """Latest value of everything logged (tensors; nothing is synchronised to read them)."""
-        metrics = dict(self._callback_metrics)
-        if self._train_results is not None:
-            metrics.update(self._train_results.live_metrics())
+        metrics = dict(self.state.callback_metrics)
+        if self.state.train_results is not None:
+            metrics.update(self.state.train_results.live_metrics())
         return metrics
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
         """``prog_bar=True`` metrics as floats. Converting synchronises with the
         device, so read this only when displaying."""
-        merged: dict[str, Any] = dict(self._last_eval_progress)
-        for results in (self._train_results, self._eval_results):
+        merged: dict[str, Any] = dict(self.state.last_eval_progress)
+        for results in (self.state.train_results, self.state.eval_results):
             if results is not None:
                 merged.update(results.progress_bar_metrics())
         return {k: to_float(v) for k, v in merged.items()}
@@ -357,7 +346,7 @@ class Trainer(TrainerCompatMixin):
         backward(self, loss)
 
     def _log_step_metrics(self) -> None:
-        values = self._train_results.step_values()  # type: ignore[union-attr]
+        values = self.state.train_results.step_values()  # type: ignore[union-attr]
         if values:
             values["epoch"] = self.current_epoch
             self.log_metrics(values)
@@ -459,10 +448,9 @@ class Trainer(TrainerCompatMixin):
         model.trainer = self
         if self.datamodule is not None:
             self.datamodule.trainer = self
-        self.state = TrainerState(fn=fn, status="running")
-        self.should_stop = False
+        self.state.begin(fn)
         self.interrupted = False
-        self._explicit_loaders = loaders
+        self.state.explicit_loaders = loaders
         launcher = getattr(self.strategy, "launcher", None)
         if launcher is not None and launcher.should_launch():
             # e.g. ddp_spawn: the launcher starts the worker processes, each of
@@ -534,17 +522,14 @@ class Trainer(TrainerCompatMixin):
             fn(self, module, stage)
         setup_compat(self, module)  # configure_model, sync_batchnorm, rank_zero_only.rank
         placed = self.strategy.setup_module(module)
-        self._placed_module = placed
+        self.state.placed_module = placed
         self._clipping_overridden = type(module).configure_gradient_clipping is not Module.configure_gradient_clipping
         self._step_takes_idx = step_signatures(module)  # training_step(self, batch) is allowed, as in Lightning
         module._device = self.strategy.root_device
         data.collect(self, stage)
         if stage == "fit":
             self._configure_optimizers()
-        self._callback_metrics = {}
-        self._train_results = None
-        self._eval_results = None
-        self._last_eval_progress = {}
+        self.state.begin_setup()
         if checkpoint is not None:
             self._restore(checkpoint, path, full=stage == "fit")  # type: ignore[arg-type]
         if stage != "predict" and self.is_global_zero and self.loggers:
@@ -577,6 +562,8 @@ class Trainer(TrainerCompatMixin):
                     "steps one optimizer; set `self.automatic_optimization = False` and step them yourself in training_step."
                 )
         self.optimizers = self.strategy.setup_optimizers(optimizers)
+        if isinstance(self.strategy, ReplacesTrainingModule):
+            self.state.placed_module = self.strategy.training_module() or self.state.placed_module
         self.lr_scheduler_configs = configs
         from ember.loops.optimization import OptimizerHandle
 
@@ -627,8 +614,8 @@ class Trainer(TrainerCompatMixin):
         loop = checkpoint.get("loops", {}).get("fit", {})
         self.global_step = int(loop.get("global_step", checkpoint.get("global_step", 0)))
         self.current_epoch = int(loop.get("epoch", checkpoint.get("epoch", 0)))
-        self._position = position_from_state(loop, self.global_rank, self.world_size)
-        self._callback_metrics.update({k: torch.tensor(v) for k, v in loop.get("callback_metrics", {}).items()})
+        self.state.position = position_from_state(loop, self.global_rank, self.world_size)
+        self.state.callback_metrics.update({k: torch.tensor(v) for k, v in loop.get("callback_metrics", {}).items()})
         self._resuming = True
 
     # ------------------------------------------------------------------ teardown

@@ -29,7 +29,7 @@ class TrainerCompatMixin:
     def model(self) -> torch.nn.Module | None:
         """The module as the strategy placed it (e.g. wrapped in
         ``DistributedDataParallel``); the user's module before a run."""
-        placed = getattr(self, "_placed_module", None)
+        placed = self.state.placed_module
         return placed if placed is not None else self.module  # type: ignore[attr-defined]
 
     @property
@@ -100,15 +100,15 @@ class TrainerCompatMixin:
         ``test``/``predict`` call, by kind (``"train"``, ``"val"``, ``"test"``,
         ``"predict"``), as given (before the strategy adapts them); read-only.
         A kind that is absent or ``None`` comes from the DataModule or Module."""
-        return MappingProxyType(getattr(self, "_explicit_loaders", None) or {})
+        return MappingProxyType(self.state.explicit_loaders or {})
 
     @property
     def train_dataloader(self) -> Any:
-        return getattr(self, "_train_loader", None)
+        return self.state.train_loader
 
     @property
     def val_dataloaders(self) -> Any:
-        loaders = getattr(self, "_val_loaders", None) if self.state.fn == "fit" else self._eval_loaders_of("validate")  # type: ignore[attr-defined]
+        loaders = self.state.val_loaders if self.state.fn == "fit" else self._eval_loaders_of("validate")  # type: ignore[attr-defined]
         return _one_or_list(loaders)
 
     @property
@@ -117,10 +117,10 @@ class TrainerCompatMixin:
 
     @property
     def predict_dataloaders(self) -> Any:
-        return _one_or_list(getattr(self, "_predict_loaders", None))
+        return _one_or_list(self.state.predict_loaders)
 
     def _eval_loaders_of(self, fn: str) -> list[Any] | None:
-        return getattr(self, "_eval_loaders", None) if self.state.fn == fn else None  # type: ignore[attr-defined]
+        return self.state.eval_loaders if self.state.fn == fn else None  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ helpers
     def print(self, *args: Any, **kwargs: Any) -> None:

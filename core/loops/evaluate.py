@@ -46,17 +46,17 @@ def run_evaluation(
     results = Results(default_on_step=False, default_on_epoch=True)
     previous_results = module._results
     module._results = results
-    trainer._eval_results = results
+    trainer.state.eval_results = results
     was_training = module.training
     mode_stage = trainer.state.stage or stage
     enter_eval(module, mode_stage)
     # A checkpoint written during an evaluation inside fit (a preemption
     # within one batch) resumes by running it again from this random state.
-    position = trainer._position if trainer.state.fn == "fit" else None
+    position = trainer.state.position if trainer.state.fn == "fit" else None
     if position is not None:
         position.val_rng = rng_state()
     strategy = trainer.strategy
-    step = getattr(trainer._placed_module, step_name) if trainer._placed_module is module else getattr(module, step_name)
+    step = getattr(trainer.state.placed_module, step_name) if trainer.state.placed_module is module else getattr(module, step_name)
     batch_start = getattr(d, f"on_{prefix}_batch_start")
     batch_end = getattr(d, f"on_{prefix}_batch_end")
     several = len(loaders) > 1
@@ -91,8 +91,8 @@ def run_evaluation(
                 fn(trainer, module)
             callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
             if not sanity:
-                trainer._last_eval_progress = results.progress_bar_metrics()
-                trainer._callback_metrics.update(callback_values)
+                trainer.state.last_eval_progress = results.progress_bar_metrics()
+                trainer.state.callback_metrics.update(callback_values)
                 if logged:
                     trainer.log_metrics({**logged, "epoch": trainer.current_epoch})
             if position is not None:
@@ -106,15 +106,15 @@ def run_evaluation(
             position.val_rng = None
         exit_eval(module, mode_stage, was_training)
         module._results = previous_results
-        trainer._eval_results = None
+        trainer.state.eval_results = None
     return logged
 
 
 def run_eval_entry(trainer: Trainer, stage: str, verbose: bool) -> list[dict[str, float]]:
     """``trainer.validate`` / ``trainer.test``: one pass, then one dict per dataloader."""
     limits = trainer.num_val_batches if stage == "validate" else trainer.num_test_batches
-    metrics = run_evaluation(trainer, stage, trainer._eval_loaders, limits)
-    n = len(trainer._eval_loaders)
+    metrics = run_evaluation(trainer, stage, trainer.state.eval_loaders, limits)
+    n = len(trainer.state.eval_loaders)
     per_loader: list[dict[str, float]] = []
     for i in range(n):
         suffix = f"/dataloader_idx_{i}"
@@ -143,7 +143,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
     was_training = module.training
     enter_eval(module, "predict")
     strategy = trainer.strategy
-    several = len(trainer._predict_loaders) > 1
+    several = len(trainer.state.predict_loaders) > 1
     takes_idx = trainer._step_takes_idx.get("predict_step", True)
     all_predictions: list[list[Any]] = []
     try:
@@ -152,7 +152,7 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
                 fn(trainer, module)
             for fn in d.on_predict_epoch_start:
                 fn(trainer, module)
-            for dataloader_idx, (loader, limit) in enumerate(zip(trainer._predict_loaders, trainer.num_predict_batches, strict=False)):
+            for dataloader_idx, (loader, limit) in enumerate(zip(trainer.state.predict_loaders, trainer.num_predict_batches, strict=False)):
                 predictions: list[Any] = []
                 all_predictions.append(predictions)
                 if limit <= 0:

@@ -42,7 +42,7 @@ def run_fit(trainer: Trainer) -> None:
     if not resumed:
         trainer.global_step = 0
         trainer.current_epoch = 0
-        trainer._position = FitPosition()
+        trainer.state.position = FitPosition()
     trainer._fit_started = time.monotonic()
     with torch.autograd.set_detect_anomaly(trainer.detect_anomaly) if trainer.detect_anomaly else _null():
         for fn in d.on_fit_start:
@@ -78,7 +78,7 @@ def _sanity_check(trainer: Trainer) -> None:
     for fn in d.on_sanity_check_start:
         fn(trainer, module)
     with isolated_rng():  # training must be random in the same way with or without the check
-        run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_sanity_val_batches, sanity=True)
+        run_evaluation(trainer, "validate", trainer.state.val_loaders, trainer.num_sanity_val_batches, sanity=True)
     for fn in d.on_sanity_check_end:
         fn(trainer, module)
 
@@ -117,7 +117,7 @@ def _stop_without_batches(trainer: Trainer) -> None:
 
 def _validation_enabled_this_epoch(trainer: Trainer) -> bool:
     every = trainer.check_val_every_n_epoch
-    return bool(trainer._val_loaders) and any(trainer.num_val_batches) and (every is None or (trainer.current_epoch + 1) % every == 0)
+    return bool(trainer.state.val_loaders) and any(trainer.num_val_batches) and (every is None or (trainer.current_epoch + 1) % every == 0)
 
 
 def _train_epoch(trainer: Trainer) -> bool:
@@ -128,18 +128,18 @@ def _train_epoch(trainer: Trainer) -> bool:
     assert module is not None
     d = trainer._dispatch
     strategy = trainer.strategy
-    position = trainer._position
+    position = trainer.state.position
     position.paused = None  # training goes on after all
     resuming = position.resumes_inside_epoch
     results = Results(default_on_step=True, default_on_epoch=False)
     if resuming and position.results is not None:
         results.load_state_dict(position.results, module)
-    trainer._train_results = results
+    trainer.state.train_results = results
     module._results = results
     module.train()
     trainer.state.stage = "train"
     epoch = trainer.current_epoch
-    loader = trainer._train_loader
+    loader = trainer.state.train_loader
     for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
@@ -166,12 +166,12 @@ def _train_epoch(trainer: Trainer) -> bool:
         for fn in d.on_train_epoch_end:
             fn(trainer, module)
     callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
-    trainer._callback_metrics.update(callback_values)
+    trainer.state.callback_metrics.update(callback_values)
     if logged:
         trainer.log_metrics({**logged, "epoch": epoch})
     _step_epoch_schedulers(trainer)
     trainer.current_epoch += 1
-    trainer._position = FitPosition(paused=position.paused)
+    trainer.state.position = FitPosition(paused=position.paused)
     return yielded
 
 
@@ -186,8 +186,9 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     module = trainer.module
     d = trainer._dispatch
     strategy = trainer.strategy
-    position = trainer._position
-    loader = trainer._train_loader
+    state = trainer.state  # read on every step: one lookup here, not a property per read
+    position = state.position
+    loader = state.train_loader
     limit = trainer.num_training_batches
     val_enabled = _validation_enabled_this_epoch(trainer)
     val_every = trainer._val_check_batch
@@ -272,16 +273,16 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         if stepper is not None:
             output, stepped = stepper.run(batch, batch_idx, is_last)
         else:
-            before = trainer.global_step
+            before = state.global_step
             with strategy.precision.forward_context():
                 output = module.training_step(batch, batch_idx) if takes_idx else module.training_step(batch)
-            stepped = trainer.global_step != before
+            stepped = state.global_step != before
         if stepped and trainer.lr_scheduler_configs:
             _step_step_schedulers(trainer)
-        stop_requested = trainer.should_stop and _min_reached(trainer)
+        stop_requested = state.should_stop and _min_reached(trainer)
         stopping = (
             stop_requested
-            or (max_steps != -1 and trainer.global_step >= max_steps)
+            or (max_steps != -1 and state.global_step >= max_steps)
             or (max_time is not None and time.monotonic() - trainer._fit_started >= max_time)
         )
         # Validate every `val_every` batches (at the epoch's end when that is
@@ -299,11 +300,11 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
                 # A batch-end hook ended the run (preemption saves and raises
                 # here) after the step completed: its metrics still reach the
                 # loggers, since a resumed run starts at the next step.
-                if stepped and log_steps and trainer.global_step % log_every == 0:
+                if stepped and log_steps and state.global_step % log_every == 0:
                     with contextlib.suppress(Exception):  # the hook's error is the one to report
                         trainer._log_step_metrics()
                 raise
-        if stepped and log_steps and trainer.global_step % log_every == 0:
+        if stepped and log_steps and state.global_step % log_every == 0:
             trainer._log_step_metrics()
         if validate_now:
             _validate_in_fit(trainer, results)
@@ -319,7 +320,8 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
 
 def _should_stop_now(trainer: Trainer, max_steps: int, max_time: float | None) -> bool:
     """Stop conditions that callbacks may have changed during validation."""
-    return (max_steps != -1 and trainer.global_step >= max_steps) or (trainer.should_stop and _min_reached(trainer))
+    state = trainer.state
+    return (max_steps != -1 and state.global_step >= max_steps) or (state.should_stop and _min_reached(trainer))
 
 
 _END = object()
@@ -335,13 +337,13 @@ def _detached_outputs(output: Any) -> Any:
 
 def _validate_in_fit(trainer: Trainer, train_results: Results) -> None:
     module = trainer.module
-    position = trainer._position
+    position = trainer.state.position
 
     def done() -> None:  # a checkpoint written in on_validation_end resumes after this validation
         position.val_pending = False
 
     zero_grad_before_validation(module)  # type: ignore[arg-type]
-    run_evaluation(trainer, "validate", trainer._val_loaders, trainer.num_val_batches, sanity=False, before_end=done)
+    run_evaluation(trainer, "validate", trainer.state.val_loaders, trainer.num_val_batches, sanity=False, before_end=done)
     module._results = train_results  # type: ignore[union-attr]
     trainer.state.stage = "train"
     if not overrides(module, "on_validation_model_train"):

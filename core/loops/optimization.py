@@ -54,7 +54,7 @@ class OptimizerHandle:
             output = trainer.strategy.optimizer_step(self.optimizer, None)
         else:
             output = trainer.strategy.optimizer_step(self.optimizer, after_closure)
-        trainer.global_step += 1
+        trainer.state.global_step += 1
         return output
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -89,7 +89,7 @@ def backward(trainer: Trainer, loss: torch.Tensor) -> None:
     if d.on_before_backward:
         for fn in d.on_before_backward:
             fn(trainer, module, loss)
-    trainer.strategy.backward(loss, trainer._placed_module)
+    trainer.strategy.backward(loss, trainer.state.placed_module)
     if d.on_after_backward:
         for fn in d.on_after_backward:
             fn(trainer, module)
@@ -110,8 +110,9 @@ class AutomaticOptimization:
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
+        self.state = trainer.state  # global_step is advanced on every step
         self.module = module = trainer.module
-        self.placed = trainer._placed_module
+        self.placed = trainer.state.placed_module
         self.precision = trainer.strategy.precision
         self.optimizer_step = trainer.strategy.optimizer_step
         self.optimizer = trainer.optimizers[0]
@@ -175,14 +176,14 @@ class AutomaticOptimization:
                 return self.output, False
         try:
             if self.custom_step:
-                self.module.optimizer_step(self.trainer.current_epoch, batch_idx, self.optimizer, self.step_closure)
+                self.module.optimizer_step(self.state.current_epoch, batch_idx, self.optimizer, self.step_closure)
             else:
                 self.optimizer_step(self.optimizer, self.step_closure)
         except _SkipStep:
             self.mid_window = False
             return None, False
         self.mid_window = False
-        self.trainer.global_step += 1
+        self.state.global_step += 1
         return self.output, True
 
     def _step_closure(self) -> Any:

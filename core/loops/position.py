@@ -143,7 +143,7 @@ def restore_grads(module: torch.nn.Module, grads: dict[str, torch.Tensor]) -> No
 
 def position_state(trainer: Trainer) -> dict[str, Any]:
     """The fit loop's state for a checkpoint."""
-    position = trainer._position
+    position = trainer.state.position
     if position.paused is not None:
         return position.paused["loop"]
     state: dict[str, Any] = {
@@ -154,7 +154,7 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
     }
     if position.epoch_rng is not None:
         state["epoch_rng"] = position.epoch_rng
-    loader = getattr(trainer, "_train_loader", None)
+    loader = trainer.state.train_loader
     if loader is not None:
         state["data"] = data_position(loader, position.batches_done, trainer.world_size)
     gather = getattr(trainer.strategy, "all_gather_object", None)
@@ -163,8 +163,8 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
         # each rank's, so that each resumes exactly. Rank zero writes the file.
         state["rng_per_rank"] = gather(state["rng"])
         state["epoch_rng_per_rank"] = gather(position.epoch_rng)
-    if trainer._train_results is not None and (position.batches_done or position.phase == EPOCH_END):
-        state["results"] = trainer._train_results.state_dict(trainer.module)
+    if trainer.state.train_results is not None and (position.batches_done or position.phase == EPOCH_END):
+        state["results"] = trainer.state.train_results.state_dict(trainer.module)
     stepper = getattr(trainer, "_stepper", None)
     if stepper is not None and stepper.mid_window:
         state["accumulated_grads"] = accumulated_grads(trainer.module)  # type: ignore[arg-type]

@@ -110,3 +110,23 @@ def test_a_shipped_run_comes_back_into_a_fresh_trainer(h: Any, make_trainer: Any
     assert (fresh.global_step, fresh.current_epoch, fresh.state.status) == (done.global_step, done.current_epoch, "finished")
     assert h.same(h.params_of(fresh.module), h.params_of(done.module))
     assert set(fresh.callback_metrics) == set(done.callback_metrics)
+
+
+def test_the_run_lives_in_one_run_state(h: Any, make_trainer: Any) -> None:
+    from ember.loops.state import RunState
+
+    train = h.loader()
+    trainer = make_trainer(max_epochs=2)
+    state = trainer.state
+    trainer.fit(h.TrainOnly(), train_dataloaders=train)
+    assert trainer.state is state and isinstance(state, RunState)  # one record for the trainer's life
+    assert (state.fn, state.status, state.global_step, state.current_epoch) == ("fit", "finished", 8, 2)
+    assert (trainer.global_step, trainer.current_epoch) == (8, 2)
+    assert trainer.train_dataloader is state.train_loader and state.explicit_loaders["train"] is train
+    assert trainer.model is state.placed_module
+    trainer.should_stop = True
+    assert state.should_stop
+    trainer.validate(h.Regressor(), dataloaders=h.loader())
+    assert (state.fn, state.global_step, state.should_stop) == ("validate", 8, False)  # counters persist; a new run clears the stop
+    shipped = launch.ship_run(trainer, None)["run"]
+    assert isinstance(shipped, RunState) and shipped.placed_module is None and shipped.train_loader is None
