@@ -6,8 +6,8 @@ before the report, so it sees the loops, the user's steps, torch's Python
 layers and every hook. The report (the per-hook table followed by the
 functions with the largest cumulative time) is printed and written to
 ``{dirpath}/{filename}`` (default: the trainer's ``log_dir`` and
-``advanced_profile.txt``); the raw statistics go next to it as ``.prof``
-(open them with ``python -m pstats`` or snakeviz).
+``advanced_profile.txt``); with ``dump_stats=True`` the raw statistics go
+next to it as ``.prof`` (open them with ``python -m pstats`` or snakeviz).
 
 cProfile makes every Python call slower, so the times in this profile are
 inflated; use it to see *where* time goes, and the simple profiler for how
@@ -36,7 +36,9 @@ class AdvancedProfiler(SimpleProfiler):
 
     :param dirpath: directory of the report (default: ``trainer.log_dir``).
     :param filename: report file name (default ``advanced_profile.txt``).
-    :param line_count_restriction: how many functions the cProfile listing shows.
+    :param line_count_restriction: how much of the cProfile listing to show, as
+        pstats takes it: a fraction (default ``1.0``: all functions) or a count (``30``).
+    :param dump_stats: also write the raw statistics as ``{report stem}.prof``.
     :param sort_by: pstats sort key of the listing (``"cumulative"``, ``"tottime"``, ...).
     """
 
@@ -46,12 +48,16 @@ class AdvancedProfiler(SimpleProfiler):
         self,
         dirpath: str | os.PathLike[str] | None = None,
         filename: str | None = None,
-        line_count_restriction: int = 30,
+        line_count_restriction: float = 1.0,
+        dump_stats: bool = False,
         sort_by: str = "cumulative",
         top: int = 25,
     ) -> None:
         super().__init__(dirpath=dirpath, filename=filename, top=top)
-        self.line_count_restriction = int(line_count_restriction)
+        if isinstance(line_count_restriction, float) and not 0.0 <= line_count_restriction <= 1.0:
+            raise ValueError(f"AdvancedProfiler(line_count_restriction={line_count_restriction}): a fraction in [0, 1] or a count (int).")
+        self.line_count_restriction = line_count_restriction
+        self.dump_stats = dump_stats
         self.sort_by = sort_by
         self._profile: cProfile.Profile | None = None
         self._stats_text = ""
@@ -99,7 +105,7 @@ class AdvancedProfiler(SimpleProfiler):
         stats.strip_dirs().sort_stats(self.sort_by).print_stats(self.line_count_restriction)
         self._stats_text = buf.getvalue().strip("\n")
         path = self._report_path(trainer)
-        if path is not None:
+        if path is not None and self.dump_stats:
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             self.stats_path = os.path.splitext(path)[0] + ".prof"
             profile.dump_stats(self.stats_path)
@@ -107,7 +113,9 @@ class AdvancedProfiler(SimpleProfiler):
     def _extra_report(self, trainer: Trainer) -> str:
         if not self._stats_text:
             return ""
-        title = f"cProfile: top {self.line_count_restriction} functions by {self.sort_by} time"
+        limit = self.line_count_restriction
+        shown = "all functions" if limit == 1.0 else (f"top {limit:.0%} of functions" if isinstance(limit, float) else f"top {limit} functions")
+        title = f"cProfile: {shown} by {self.sort_by} time"
         return f"{title}\n{'-' * len(title)}\n{self._stats_text}\n"
 
     def _default_dir(self, trainer: Trainer) -> str | None:

@@ -51,6 +51,10 @@ class TorchProfiler(Callback):
         (records shapes).
     :param export_to_chrome: write the Chrome traces (``False``: the table only).
     :param table_kwargs: more arguments of ``key_averages().table(...)``.
+    :param record_module_names: a ``record_function`` range around every
+        submodule's forward, named after it (see :mod:`ember.plugins.profilers.module_ranges`).
+    :param emit_nvtx: NVTX ranges for ``nsys``/``nvprof`` instead of
+        ``torch.profiler`` (CUDA only; no trace is written).
     """
 
     def __init__(
@@ -72,6 +76,8 @@ class TorchProfiler(Callback):
         export_to_chrome: bool = True,
         sort_by_key: str | None = None,
         table_kwargs: dict[str, Any] | None = None,
+        record_module_names: bool = True,
+        emit_nvtx: bool = False,
     ) -> None:
         for name, value in (("wait", wait), ("warmup", warmup), ("active", active), ("repeat", repeat), ("skip_first", skip_first)):
             if not isinstance(value, int) or value < 0:
@@ -81,6 +87,9 @@ class TorchProfiler(Callback):
         self.group_by_input_shapes = group_by_input_shapes
         self.export_to_chrome = export_to_chrome
         self.table_kwargs = dict(table_kwargs or {})
+        self.record_module_names = record_module_names
+        self.emit_nvtx = emit_nvtx
+        self._module_ranges: Any = None
         if sort_by_key is not None:  # Lightning's name for sort_by
             sort_by = sort_by_key
         if group_by_input_shapes:
@@ -132,6 +141,17 @@ class TorchProfiler(Callback):
         self._dir = self.dirpath or getattr(trainer, "log_dir", None) or "."
         os.makedirs(self._dir, exist_ok=True)
         self.trace_paths = []
+        module = trainer.lightning_module
+        if self.record_module_names and module is not None:
+            from ember.plugins.profilers.module_ranges import ModuleRanges
+
+            self._module_ranges = ModuleRanges(module)
+        if self.emit_nvtx:
+            from ember.plugins.profilers.module_ranges import NVTXRanges
+
+            self._prof = NVTXRanges(self.record_shapes)
+            self._prof.start()
+            return
         schedule = None
         if scheduled and self.schedule_args["active"] > 0:
             schedule = torch.profiler.schedule(**self.schedule_args)
@@ -166,6 +186,12 @@ class TorchProfiler(Callback):
         if self._batch_range is not None:
             self._batch_range.__exit__(None, None, None)
             self._batch_range = None
+        if self._module_ranges is not None:
+            self._module_ranges.remove()
+            self._module_ranges = None
+        if self.emit_nvtx:
+            prof.stop()
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "incomplete profiler cycle": reported below instead
             prof.stop()

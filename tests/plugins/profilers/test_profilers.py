@@ -146,7 +146,7 @@ def test_unknown_profiler_name_is_a_clear_error():
 
 
 def test_advanced_writes_cprofile_statistics(make_trainer, regressor, loaders, tmp_path, capsys):
-    profiler = AdvancedProfiler(dirpath=tmp_path / "adv")
+    profiler = AdvancedProfiler(dirpath=tmp_path / "adv", line_count_restriction=30, dump_stats=True)
     trainer = make_trainer(max_epochs=1, profiler=profiler, callbacks=[SlowCallback()])
     trainer.fit(regressor(), *loaders)
     path = tmp_path / "adv" / "advanced_profile.txt"
@@ -155,7 +155,7 @@ def test_advanced_writes_cprofile_statistics(make_trainer, regressor, loaders, t
     assert hook_rows(profiler)[0]["owner"] == "callback:SlowCallback"
     assert "callback:SlowCallback" in text
     # ... and cProfile's listing, where the sleeping callback shows up by function
-    assert "cProfile: top" in text and "cumtime" in text
+    assert "cProfile: top 30 functions" in text and "cumtime" in text
     assert "on_train_batch_end" in profiler.cprofile_text() and "time.sleep" in text
     assert os.path.getsize(tmp_path / "adv" / "advanced_profile.prof") > 0
     import pstats
@@ -163,6 +163,23 @@ def test_advanced_writes_cprofile_statistics(make_trainer, regressor, loaders, t
     stats = pstats.Stats(str(tmp_path / "adv" / "advanced_profile.prof"))
     assert stats.total_calls > 0
     assert "cProfile: top" in capsys.readouterr().out
+
+
+def test_advanced_defaults_as_lightning_whole_listing_and_no_stats_file(make_trainer, regressor, loaders, tmp_path):
+    short = AdvancedProfiler(dirpath=tmp_path / "short", line_count_restriction=5)
+    make_trainer(max_epochs=1, profiler=short).fit(regressor(), *loaders)
+    profiler = AdvancedProfiler(dirpath=tmp_path / "adv")
+    make_trainer(max_epochs=1, profiler=profiler).fit(regressor(), *loaders)
+    assert "cProfile: all functions" in (tmp_path / "adv" / "advanced_profile.txt").read_text()
+    assert not (tmp_path / "adv" / "advanced_profile.prof").exists() and profiler.stats_path is None
+    assert "to 5 due to restriction <5>" in short.cprofile_text()
+    assert "due to restriction" not in profiler.cprofile_text()
+    half = AdvancedProfiler(dirpath=tmp_path / "half", line_count_restriction=0.5)
+    make_trainer(max_epochs=1, profiler=half).fit(regressor(), *loaders)
+    assert "cProfile: top 50% of functions" in (tmp_path / "half" / "advanced_profile.txt").read_text()
+    assert "due to restriction <0.5>" in half.cprofile_text()
+    with pytest.raises(ValueError, match="line_count_restriction=1.5"):
+        AdvancedProfiler(line_count_restriction=1.5)
 
 
 def test_advanced_by_name_defaults_to_log_dir(make_trainer, regressor, loaders):
@@ -191,6 +208,42 @@ def test_torch_profiler_exports_a_chrome_trace_with_hook_ranges(make_trainer, re
     assert "training_batch" in names
     assert any(str(n).startswith("aten::") for n in names)  # the model's operators
     assert "TorchProfiler: 1 trace(s)" in capsys.readouterr().out
+
+
+def _trace_names(profiler: TorchProfiler) -> set[str]:
+    with open(profiler.trace_paths[0], encoding="utf-8") as fh:
+        trace = json.load(fh)
+    return {str(e.get("name")) for e in (trace["traceEvents"] if isinstance(trace, dict) else trace)}
+
+
+def test_torch_profiler_records_module_names(make_trainer, regressor, tmp_path):
+    module = regressor()
+    leaves = [(name, type(m).__name__) for name, m in module.named_modules() if name]
+    assert leaves  # the module has submodules to name
+    named = TorchProfiler(dirpath=tmp_path / "named", wait=0, warmup=0, active=2, row_limit=0)
+    make_trainer(max_epochs=1, profiler=named).fit(module, make_loader(16, 8))
+    names = _trace_names(named)
+    assert f"[module] <root>: {type(module).__name__}" in names
+    assert all(f"[module] {n}: {t}" in names for n, t in leaves), (leaves, sorted(x for x in names if x.startswith("[module]")))
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in module.modules())  # removed at the end
+    plain = TorchProfiler(dirpath=tmp_path / "plain", wait=0, warmup=0, active=2, row_limit=0, record_module_names=False)
+    make_trainer(max_epochs=1, profiler=plain).fit(regressor(), make_loader(16, 8))
+    assert not any(n.startswith("[module]") for n in _trace_names(plain))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_torch_profiler_emit_nvtx_needs_cuda(make_trainer, regressor, tmp_path):
+    trainer = make_trainer(max_epochs=1, profiler=TorchProfiler(dirpath=tmp_path, emit_nvtx=True))
+    with pytest.raises(ValueError, match="emit_nvtx=True.*no CUDA device"):
+        trainer.fit(regressor(), make_loader(16, 8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="NVTX ranges need CUDA")
+def test_torch_profiler_emit_nvtx_runs_without_a_trace(make_trainer, regressor, tmp_path):
+    profiler = TorchProfiler(dirpath=tmp_path, emit_nvtx=True)
+    trainer = make_trainer(max_epochs=1, accelerator="cuda", devices=1, profiler=profiler)
+    trainer.fit(regressor(), make_loader(16, 8))
+    assert trainer.global_step == 2 and profiler.trace_paths == [] and torch.autograd._profiler_enabled() is False
 
 
 def test_torch_profiler_warns_when_the_run_is_too_short(make_trainer, regressor, loaders, tmp_path):
