@@ -81,19 +81,15 @@ def register_roles(registry: RoleRegistry) -> None:
 
 @hookspec
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add subcommands to the ``ember`` command (as pytest's ``pytest_addoption``
-    adds options).
+    """Add subcommands to ``ember`` (as ``pytest_addoption`` adds pytest options).
 
-    Fires once each time ``ember`` builds its parser, on the command plugins
-    only: ember's own (``ember.commands.registry.BUILTIN_COMMAND_PLUGINS``) and
-    the entry points of the ``ember.commands`` group, which must import nothing
-    heavy at module level. fsdp's ``ember checkpoint consolidate`` is added this way.
+    Fires each time ``ember`` builds its parser, on the command plugins only
+    (``ember.commands.registry``: ember's own and the ``ember.commands`` entry
+    points, light modules). fsdp's ``ember checkpoint consolidate`` comes this way.
 
-    :param subparsers: ``ember``'s subcommands: ``subparsers.add_parser(name)``
-        adds one; ``ember.commands.registry.subcommands(subparsers.choices["checkpoint"])``
-        reaches an existing group's. Set ``run`` in the new parser's defaults
-        (``p.set_defaults(run=fn)``): ``ember`` calls ``fn(args)`` and exits with
-        its return value.
+    :param subparsers: ``subparsers.add_parser(name)`` adds a command
+        (``registry.subcommands(subparsers.choices["checkpoint"])`` reaches a
+        group's); ``p.set_defaults(run=fn)``: ``ember`` exits with ``fn(args)``.
 
     The return value is ignored.
     """

@@ -97,3 +97,25 @@ def test_a_broken_command_plugin_is_one_warning(site: Path, capsys: pytest.Captu
         in captured.err
     )
     assert "Traceback" not in captured.err
+
+
+def test_the_kernel_does_not_import_the_commands() -> None:
+    """The commands are tools beside the kernel: only ``ember.cli`` (the
+    console script's entry point) and the commands themselves import them."""
+    import ast
+
+    core = Path(__file__).resolve().parents[2] / "core"
+    found = []
+    for path in core.rglob("*.py"):
+        if "commands" in path.relative_to(core).parts or path.name == "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [f"{path.relative_to(core)}:{node.lineno}" for n in names if n == "ember.commands" or n.startswith("ember.commands.")]
+    assert found == []
