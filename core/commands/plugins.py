@@ -16,14 +16,13 @@ from ember._version import __version__
 def collect_plugins(config: str | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
     """Everything ``ember plugins`` reports, as plain data. Never raises for a
     broken plugin: failures are part of the report."""
-    from importlib import metadata
-
     from ember.plugin_manager import (
         BUILTIN_PLUGINS,
         ENTRY_POINT_GROUP,
         AutoloadSettings,
         PluginManager,
         PluginSource,
+        _entry_points,
         default_plugin_manager,
     )
     from ember.plugin_names import selects
@@ -118,13 +117,10 @@ def collect_plugins(config: str | None = None, environ: dict[str, str] | None = 
         loaded.add(name)
     allow = set(settings.allow)
     try:
-        eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        found = _entry_points(ENTRY_POINT_GROUP)
     except Exception:  # pragma: no cover
-        eps = []
-    for ep in eps:
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "?"
-        version = dist.version if dist is not None else "?"
+        found = []
+    for ep, dist_name, version in found:
         for p in plugins:  # fill in the distribution of disabled entry points
             if p["name"] == ep.name and p["status"] == "disabled" and not p["distribution"]:
                 p["distribution"], p["version"], p["target"] = dist_name, version, ep.value
