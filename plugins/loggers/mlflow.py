@@ -55,7 +55,13 @@ class MLflowLogger(Logger):
         the default.
     :param run_id: an existing run to log into.
     :param tags: tags of a new run.
-    :param save_dir: directory of the default SQLite database (or file store).
+    :param save_dir: directory of the default SQLite database (or file store);
+        default ``./mlruns``.
+    :param artifact_location: where a new experiment keeps its artifacts (an
+        existing experiment keeps its own).
+    :param synchronous: ``False`` sends writes in MLflow's background thread
+        (awaited when the logger saves and at the end of the run); ``True``
+        waits for each; ``None``: MLflow's default (``MLFLOW_ENABLE_ASYNC_LOGGING``).
     :param flush_logs_every_n_steps: logging calls buffered before a write.
     :param flush_secs: buffered metrics are written at the next logging call
         once this many seconds have passed since the last write.
@@ -68,10 +74,12 @@ class MLflowLogger(Logger):
         tracking_uri: str | None = None,
         run_id: str | None = None,
         tags: dict[str, Any] | None = None,
-        save_dir: str | os.PathLike[str] = ".",
+        save_dir: str | os.PathLike[str] | None = "./mlruns",
         flush_logs_every_n_steps: int = 100,
         flush_secs: float = 5.0,
         prefix: str = "",
+        artifact_location: str | None = None,
+        synchronous: bool | None = None,
     ) -> None:
         self.prefix = prefix
         require("mlflow", "MLflowLogger", "mlflow")
@@ -79,7 +87,10 @@ class MLflowLogger(Logger):
             raise ValueError(f"MLflowLogger(flush_logs_every_n_steps={flush_logs_every_n_steps}) must be at least 1.")
         self._experiment_name = experiment_name
         self._run_name = run_name
-        self._save_dir = os.fspath(save_dir)
+        self._save_dir = os.fspath(save_dir) if save_dir is not None else "./mlruns"
+        self._artifact_location = artifact_location
+        self._write_kwargs: dict[str, Any] = {} if synchronous is None else {"synchronous": bool(synchronous)}
+        self._in_flight: list[Any] = []  # RunOperations of asynchronous writes
         self._tracking_uri = tracking_uri
         self._own_store = tracking_uri is None
         self._run_id = run_id
@@ -144,8 +155,8 @@ class MLflowLogger(Logger):
             if found is not None:
                 self._experiment_id = found.experiment_id
             else:
-                artifacts = None
-                if self._own_store and self.tracking_uri.startswith("sqlite:///"):
+                artifacts = self._artifact_location
+                if artifacts is None and self._own_store and self.tracking_uri.startswith("sqlite:///"):
                     # beside the database, not in the working directory
                     artifacts = pathlib.Path(self._save_dir, "mlartifacts").resolve().as_uri()
                 self._experiment_id = client.create_experiment(self._experiment_name, artifact_location=artifacts)
@@ -202,7 +213,17 @@ class MLflowLogger(Logger):
             )
         new = [Param(k, v) for k, v in flat.items() if k not in existing]
         for i in range(0, len(new), _MAX_PARAMS_PER_BATCH):
-            client.log_batch(run_id, params=new[i : i + _MAX_PARAMS_PER_BATCH])
+            self._track(client.log_batch(run_id, params=new[i : i + _MAX_PARAMS_PER_BATCH], **self._write_kwargs))
+
+    def _track(self, operations: Any) -> None:
+        if operations is not None and not self._write_kwargs.get("synchronous", True):
+            self._in_flight.append(operations)
+
+    def wait(self) -> None:
+        """Wait for the asynchronous writes (``synchronous=False``) sent so far."""
+        in_flight, self._in_flight = self._in_flight, []
+        for operations in in_flight:
+            operations.wait()
 
     def save(self) -> None:
         """Write the buffered metrics."""
@@ -213,7 +234,7 @@ class MLflowLogger(Logger):
         client = self.experiment
         run_id = self.run_id
         for i in range(0, len(pending), _MAX_METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=pending[i : i + _MAX_METRICS_PER_BATCH])
+            self._track(client.log_batch(run_id, metrics=pending[i : i + _MAX_METRICS_PER_BATCH], **self._write_kwargs))
 
     def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
         # The run already holds the steps up to the checkpoint's (and a
@@ -227,6 +248,7 @@ class MLflowLogger(Logger):
         self._floor = None
         if self._pending:
             self.save()  # creates the client and the run when nothing has been written yet
+        self.wait()
         if self._client is None or self._run_id is None:
             return  # nothing was ever logged: no run to close
         self._client.set_terminated(self._run_id, status=_STATUS.get(status, "FAILED"))

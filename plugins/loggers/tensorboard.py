@@ -12,9 +12,11 @@ imported before the logger first writes.
 Hyperparameters are written for TensorBoard's HParams dashboard (its plugin
 data, in the run's own event file rather than in the extra sub-directory
 ``SummaryWriter.add_hparams`` would create), flattened with ``/`` and with
-values TensorBoard cannot show turned into text. Pass
-``default_hp_metric=True`` to also log ``hp_metric = -1`` so the dashboard
-has a metric column to start with.
+values TensorBoard cannot show turned into text. With
+``default_hp_metric=True`` (the default, as in Lightning) ``hp_metric = -1`` is
+logged with them so the dashboard has a metric column to start with.
+``sub_dir`` puts a run's files one directory deeper:
+``{save_dir}/{name}/version_{N}/{sub_dir}``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class TensorBoardLogger(VersionedLogger):
         as the directory name as it is; ``None`` picks the next free
         ``version_N``.
     :param default_hp_metric: log ``hp_metric = -1`` with the hyperparameters.
+    :param sub_dir: a sub-directory of the version directory for this run's
+        files (``log_dir`` includes it).
     :param flush_secs: how often the writer's background thread flushes
         events to disk (it also flushes every ``max_queue`` events, on
         :meth:`save` and when the run ends).
@@ -53,11 +57,12 @@ class TensorBoardLogger(VersionedLogger):
         save_dir: str | os.PathLike[str] = ".",
         name: str = "ember_logs",
         version: int | str | None = None,
-        default_hp_metric: bool = False,
+        default_hp_metric: bool = True,
         flush_secs: float = 120,
         max_queue: int = 10,
         prefix: str = "",
         log_graph: bool = False,
+        sub_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.prefix = prefix
         self._log_graph = log_graph
@@ -67,6 +72,7 @@ class TensorBoardLogger(VersionedLogger):
         self._version = version
         self._configured_version = version
         self._default_hp_metric = default_hp_metric
+        self._sub_dir = os.fspath(sub_dir) if sub_dir is not None else None
         self._flush_secs = flush_secs
         self._max_queue = max_queue
         self._writer: SummaryWriter | None = None
@@ -75,6 +81,16 @@ class TensorBoardLogger(VersionedLogger):
         self._floor: int | None = None  # during a resumed fit: steps up to the checkpoint's are already written
         self._hparams: dict[str, Any] = {}
         self._filter = SameStepFilter()
+
+    @property
+    def log_dir(self) -> str:
+        """``{root_dir}/version_{N}``, and ``/{sub_dir}`` when given: where this run's files go."""
+        base = super().log_dir
+        return os.path.join(base, self._sub_dir) if self._sub_dir else base
+
+    @property
+    def sub_dir(self) -> str | None:
+        return self._sub_dir
 
     @property
     def experiment(self) -> SummaryWriter:

@@ -159,6 +159,37 @@ def test_buffering_and_key_sanitising(db, tmp_path):
     assert history(logger) == {"acc_1": [(0, 0.0), (1, 1.0), (2, 2.0)], "epoch": [(2, 0.0)]}
 
 
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_synchronous_and_artifact_location(db, tmp_path, synchronous):
+    db()
+    artifacts = (tmp_path / "elsewhere").resolve().as_uri()
+    logger = MLflowLogger(save_dir=tmp_path, experiment_name="arts", artifact_location=artifacts, synchronous=synchronous)
+    recorder = Recorder()
+    run_fit(tmp_path, [recorder, logger], epochs=1)
+    assert logger._in_flight == []  # asynchronous writes were awaited at the end of the run
+    assert_same_series(history(logger), recorder.series())
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=logger.tracking_uri).get_experiment_by_name("arts")
+    assert experiment.artifact_location == artifacts
+    logger.log_metrics({"late": 1.0}, 99)
+    logger.save()
+    assert len(logger._in_flight) == (0 if synchronous else 1)  # an asynchronous write is in flight until waited for
+    logger.wait()
+    assert history(logger)["late"] == [(99, 1.0)]
+
+
+def test_save_dir_defaults_to_mlruns(db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db(tmp_path / "mlruns")
+    logger = MLflowLogger()
+    assert logger.save_dir == "./mlruns"
+    logger.log_metrics({"x": 1.0}, 0)
+    logger.finalize("success")
+    assert logger.tracking_uri == "sqlite:///" + str(tmp_path / "mlruns" / "mlflow.db")
+    assert history(logger) == {"x": [(0, 1.0)]}
+
+
 def test_file_store_with_an_explicit_uri(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     logger = MLflowLogger(tracking_uri=str(tmp_path / "mlruns"), experiment_name="files")

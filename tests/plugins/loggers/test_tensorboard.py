@@ -72,6 +72,7 @@ def test_fit_scalars_match_what_was_logged(tmp_path, every):
     tb = TensorBoardLogger(save_dir=tmp_path)
     run_fit(tmp_path, [recorder, tb], epochs=3, every=every)
     got = read_scalars(tb.log_dir)
+    assert got.pop("hp_metric") == [(0, -1.0)]  # default_hp_metric=True, as in Lightning
     expected = recorder.series()
     check_series_shape(expected, epochs=3, every=every)
     assert_same_series(got, expected)  # float32 in the event file
@@ -79,7 +80,7 @@ def test_fit_scalars_match_what_was_logged(tmp_path, every):
 
 
 def test_hyperparameters_for_the_hparams_dashboard_and_json(tmp_path):
-    tb = TensorBoardLogger(save_dir=tmp_path, default_hp_metric=True)
+    tb = TensorBoardLogger(save_dir=tmp_path)  # default_hp_metric=True
     run_fit(tmp_path, [tb], epochs=1, module=LoggedModule(lr=0.02, note="hello", opt={"beta": 0.9, "kind": None}))
     hp = read_hparams(tb.log_dir)
     assert hp["lr"] == pytest.approx(0.02) and hp["width"] == 4 and hp["note"] == "hello"
@@ -90,9 +91,19 @@ def test_hyperparameters_for_the_hparams_dashboard_and_json(tmp_path):
     assert not [d for d in os.listdir(tb.log_dir) if os.path.isdir(os.path.join(tb.log_dir, d))], "no extra sub-run directory"
 
 
+def test_sub_dir_and_no_default_hp_metric(tmp_path):
+    tb = TensorBoardLogger(save_dir=tmp_path, name="exp", sub_dir="train", default_hp_metric=False)
+    run_fit(tmp_path, [tb], epochs=1, module=LoggedModule(lr=0.02))
+    assert tb.log_dir == os.path.join(str(tmp_path), "exp", "version_0", "train") and tb.sub_dir == "train"
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tb.log_dir))
+    assert os.path.isfile(os.path.join(tb.log_dir, "hparams.json"))
+    scalars = read_scalars(tb.log_dir)
+    assert scalars and "hp_metric" not in scalars
+
+
 def test_same_series_as_csv_logger_when_used_together(tmp_path):
     csv_logger = CSVLogger(save_dir=tmp_path, name="csv")
-    tb = TensorBoardLogger(save_dir=tmp_path, name="tb")
+    tb = TensorBoardLogger(save_dir=tmp_path, name="tb", default_hp_metric=False)
     trainer = run_fit(tmp_path, [csv_logger, tb], epochs=2, every=2)
     assert trainer.log_dir == csv_logger.log_dir
     from_csv: dict[str, list[tuple[int, float]]] = {}
@@ -111,9 +122,9 @@ def test_resume_continues_the_same_version_and_steps(tmp_path):
     run_fit(tmp_path / "ref", [reference], epochs=4)
 
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-    run_fit(tmp_path, [TensorBoardLogger(save_dir=tmp_path)], epochs=2, callbacks=[ckpt], enable_checkpointing=True)
+    run_fit(tmp_path, [TensorBoardLogger(save_dir=tmp_path, default_hp_metric=False)], epochs=2, callbacks=[ckpt], enable_checkpointing=True)
     TensorBoardLogger(save_dir=tmp_path).log_metrics({"other": 0.0}, 0)  # another run takes version_1 meanwhile
-    resumed = TensorBoardLogger(save_dir=tmp_path)
+    resumed = TensorBoardLogger(save_dir=tmp_path, default_hp_metric=False)
     run_fit(tmp_path, [resumed], epochs=4, ckpt_path=ckpt.last_model_path)
     assert resumed.version == 0
     assert_same_series(read_scalars(resumed.log_dir), reference.series(), rel=1e-5)
