@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.plugins.callbacks.fault_tolerance import FaultTolerance
-from ember.testing import TinyModule
+from ember.testing import TinyModule, quiet_trainer
 
 
 class _Net(ember.Module):
@@ -44,16 +44,7 @@ def _loader() -> DataLoader:
 
 
 def _trainer(root: Path, *callbacks: Any, **kwargs: Any) -> ember.Trainer:
-    return ember.Trainer(
-        max_epochs=3,
-        default_root_dir=root,
-        callbacks=list(callbacks),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    return quiet_trainer(root, callbacks=list(callbacks), **{"max_epochs": 3, "enable_fault_tolerance": None, **kwargs})
 
 
 class _SignalAt(ember.Callback):
