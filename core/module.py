@@ -361,6 +361,14 @@ class Module(HyperparametersMixin, ModuleCompatMixin, torch.nn.Module):
 
         return to_torch_export(self, input_sample, file_path, **kwargs)
 
+    def to_torchscript(self, file_path: Any = None, method: str | None = "script", example_inputs: Any = None, **kwargs: Any) -> Any:
+        """TorchScript of this module (``method="script"`` or ``"trace"`` on
+        ``example_inputs``, default ``example_input_array``), saved to
+        ``file_path`` when given. See :func:`ember.torchscript.to_torchscript`."""
+        from ember.torchscript import to_torchscript
+
+        return to_torchscript(self, file_path, method, example_inputs, **kwargs)
+
     # ------------------------------------------------------------------ hooks (no-ops; see ember.hookspecs)
     def setup(self, stage: str) -> None: ...
     def teardown(self, stage: str) -> None: ...
