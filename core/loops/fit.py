@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ember.checkpointing import pause_state
+from ember.loops import prefetch
 from ember.loops.evaluate import run_evaluation
 from ember.loops.model_mode import batch_mover, overrides, zero_grad_before_validation
-from ember.loops import prefetch
 from ember.loops.optimization import AutomaticOptimization
 from ember.loops.position import (
     EPOCH_END,
@@ -44,7 +44,7 @@ def run_fit(trainer: Trainer) -> None:
         trainer.current_epoch = 0
         trainer.state.position = FitPosition()
     trainer._fit_started = time.monotonic()
-    with torch.autograd.set_detect_anomaly(trainer.detect_anomaly) if trainer.detect_anomaly else _null():
+    with torch.autograd.set_detect_anomaly(trainer.detect_anomaly) if trainer.detect_anomaly else contextlib.nullcontext():
         for fn in d.on_fit_start:
             fn(trainer, module)
         if trainer.num_sanity_val_steps and any(trainer.num_sanity_val_batches) and not resumed:
@@ -61,14 +61,6 @@ def run_fit(trainer: Trainer) -> None:
             fn(trainer, module)
         for fn in d.on_fit_end:
             fn(trainer, module)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _sanity_check(trainer: Trainer) -> None:
@@ -88,15 +80,26 @@ def _min_reached(trainer: Trainer) -> bool:
     return trainer.current_epoch >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
 
 
+def _limits_reached(trainer: Trainer, max_steps: int, max_time: float | None) -> bool:
+    """``max_steps`` steps taken or ``max_time`` seconds spent."""
+    return (max_steps != -1 and trainer.state.global_step >= max_steps) or (
+        max_time is not None and time.monotonic() - trainer._fit_started >= max_time
+    )
+
+
+def _should_stop(trainer: Trainer, max_steps: int, max_time: float | None) -> bool:
+    """The stop condition of fit, anywhere in an epoch: a limit reached, or a
+    stop request (``should_stop``) once min_epochs/min_steps are satisfied.
+    (The batch loop evaluates its two halves itself, to validate before
+    honouring a stop request.)"""
+    return _limits_reached(trainer, max_steps, max_time) or (trainer.state.should_stop and _min_reached(trainer))
+
+
 def _fit_done(trainer: Trainer) -> bool:
-    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
-        return True
+    """:func:`_should_stop`, or, between epochs, ``max_epochs`` reached."""
     if trainer.max_epochs != -1 and trainer.current_epoch >= trainer.max_epochs:
         return True
-    if trainer.max_time is not None and time.monotonic() - trainer._fit_started >= trainer.max_time:
-        return True
-    # should_stop counts only once min_epochs/min_steps are satisfied.
-    return trainer.should_stop and trainer.current_epoch >= trainer.min_epochs and trainer.global_step >= trainer.min_steps
+    return _should_stop(trainer, trainer.max_steps, trainer.max_time)
 
 
 def _stop_without_batches(trainer: Trainer) -> None:
@@ -234,7 +237,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         if resume.val_pending:
             position.val_pending = True
             _validate_in_fit(trainer, results)
-            if _should_stop_now(trainer, max_steps, max_time):
+            if _should_stop(trainer, max_steps, max_time):
                 return True
 
     # Fetch a batch only when it is about to be used (a lookahead only when the
@@ -280,11 +283,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         if stepped and trainer.lr_scheduler_configs:
             _step_step_schedulers(trainer)
         stop_requested = state.should_stop and _min_reached(trainer)
-        stopping = (
-            stop_requested
-            or (max_steps != -1 and state.global_step >= max_steps)
-            or (max_time is not None and time.monotonic() - trainer._fit_started >= max_time)
-        )
+        stopping = stop_requested or _limits_reached(trainer, max_steps, max_time)
         # Validate every `val_every` batches (at the epoch's end when that is
         # unknown), and before honouring a stop request, so that its metrics are fresh.
         validate_now = val_enabled and ((batch_idx + 1) % val_every == 0 or (val_every == math.inf and is_last) or stop_requested)
@@ -308,7 +307,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
             trainer._log_step_metrics()
         if validate_now:
             _validate_in_fit(trainer, results)
-        if stopping or _should_stop_now(trainer, max_steps, max_time):
+        if stopping or _should_stop(trainer, max_steps, max_time):  # callbacks may have asked during validation
             break
     if exhausted_early and val_enabled:
         # The loader yielded fewer batches than len() promised, so the last one
@@ -316,12 +315,6 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         position.val_pending = True
         _validate_in_fit(trainer, results)
     return batch_idx >= 0 or skip > 0
-
-
-def _should_stop_now(trainer: Trainer, max_steps: int, max_time: float | None) -> bool:
-    """Stop conditions that callbacks may have changed during validation."""
-    state = trainer.state
-    return (max_steps != -1 and state.global_step >= max_steps) or (state.should_stop and _min_reached(trainer))
 
 
 _END = object()
@@ -355,7 +348,7 @@ def _monitor_value(trainer: Trainer, monitor: str, strict: bool) -> Any:
     if monitor in metrics:
         return metrics[monitor]
     if strict:
-        from ember.roles import did_you_mean
+        from ember.suggest import did_you_mean
 
         raise KeyError(
             f"The LR scheduler monitors {monitor!r}, which was not logged. Logged: {', '.join(sorted(metrics)) or 'nothing'}."

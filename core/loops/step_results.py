@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ember.errors import UserError
-from ember.roles import closest
+from ember.suggest import closest
 
 ALLOWED = "return the loss tensor, a dict with a 'loss' tensor, or None to skip the batch"
 
