@@ -109,6 +109,21 @@ def test_max_time_with_a_slow_step(h: Any, make_trainer: Any) -> None:
     assert time.monotonic() - start < 2.5
 
 
+def test_max_time_spent_in_validation_stops_right_after_it(h: Any, make_trainer: Any) -> None:
+    """max_time is one of fit's stop conditions wherever they are checked:
+    when it runs out during an in-epoch validation, training stops after that
+    validation, without one more batch."""
+
+    class SlowValidation(h.Regressor):
+        def on_validation_end(self) -> None:
+            time.sleep(0.6)
+
+    model = SlowValidation()
+    trainer = make_trainer(max_time={"seconds": 0.5}, val_check_interval=1, limit_val_batches=1)
+    trainer.fit(model, h.loader(64, 8), h.loader(16, 8))
+    assert trainer.global_step == 1 and len(model.train_batches) == 1
+
+
 @pytest.mark.parametrize("value", [0, {"seconds": 0}, "00:00:00:00"])
 def test_max_time_zero_trains_nothing(h: Any, make_trainer: Any, value: Any) -> None:
     model = h.Regressor()
