@@ -296,3 +296,50 @@ class StopsTraining(Protocol):
     patience: int
     wait_count: int
     stopped_epoch: int
+
+
+@runtime_checkable
+class LaunchesProcesses(Protocol):
+    """Optional strategy capability: a :class:`Launcher` that starts the
+    run's processes (``ddp_spawn``, fsdp, deepspeed, ember-xla). With
+    ``launcher`` ``None`` (or without the member) the run stays in this process."""
+
+    launcher: Launcher | None
+
+
+@runtime_checkable
+class SkipsGradientSync(Protocol):
+    """Optional strategy capability: ``no_backward_sync(module)`` is a context
+    in which backward passes do not synchronise gradients across processes;
+    the loop enters it for the batches of an accumulation window before the
+    last (DDP, FSDP)."""
+
+    def no_backward_sync(self, module: torch.nn.Module) -> ContextManager[Any]: ...
+
+
+@runtime_checkable
+class GathersObjects(Protocol):
+    """Optional strategy capability: ``all_gather_object(obj)`` returns every
+    rank's ``obj`` (rank order). Checkpoints then keep every rank's random
+    state, so each rank resumes exactly."""
+
+    def all_gather_object(self, obj: Any) -> list[Any]: ...
+
+
+@runtime_checkable
+class MovesBatches(Protocol):
+    """Optional strategy capability: ``moves_batches`` is ``False`` when
+    ``batch_to_device`` has nothing to do (the batch already sits where the
+    step needs it), so the loop skips the call. Without the member the loop
+    calls ``batch_to_device`` for every batch."""
+
+    moves_batches: bool
+
+
+@runtime_checkable
+class DistributesSamplers(Protocol):
+    """Optional strategy capability: ``use_distributed_sampler`` says whether
+    ``process_dataloader`` puts a distributed sampler in the training and
+    evaluation loaders; ``Trainer(use_distributed_sampler=False)`` turns it off."""
+
+    use_distributed_sampler: bool

@@ -25,7 +25,7 @@ from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
 from ember.results import to_float
 from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
-from ember.roles import ReplacesTrainingModule, RoleRegistry, StopsTraining
+from ember.roles import DistributesSamplers, LaunchesProcesses, ReplacesTrainingModule, RoleRegistry, StopsTraining
 
 _DEFAULT_SLOTS = (
     ("progress_bar", "enable_progress_bar"),
@@ -156,7 +156,7 @@ class Trainer(RunStateView, TrainerCompatMixin):
         self._registry = registry = pm.build_registry()
         self.strategy = resolve.resolve_strategy(registry, accelerator, strategy, devices, precision, role_overrides, num_nodes)
         self.accelerator = self.strategy.accelerator
-        if not use_distributed_sampler and hasattr(self.strategy, "use_distributed_sampler"):
+        if not use_distributed_sampler and isinstance(self.strategy, DistributesSamplers):
             self.strategy.use_distributed_sampler = False
         self.precision = self.strategy.precision.name
 
@@ -451,7 +451,7 @@ class Trainer(RunStateView, TrainerCompatMixin):
         self.state.begin(fn)
         self.interrupted = False
         self.state.explicit_loaders = loaders
-        launcher = getattr(self.strategy, "launcher", None)
+        launcher = self.strategy.launcher if isinstance(self.strategy, LaunchesProcesses) else None
         if launcher is not None and launcher.should_launch():
             # e.g. ddp_spawn: the launcher starts the worker processes, each of
             # which calls _run_stage on its copy of this trainer.

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ember.roles import MovesBatches
+
 if TYPE_CHECKING:
     from ember.module import Module
     from ember.trainer import Trainer
@@ -66,7 +68,7 @@ def batch_mover(trainer: Trainer, dataloader_idx: int = 0) -> tuple[Callable[[An
         if owner is not None:
             chosen[name] = getattr(owner, name)
     if not chosen:
-        return plain, getattr(strategy, "moves_batches", True)
+        return plain, strategy.moves_batches if isinstance(strategy, MovesBatches) else True
     before = chosen.get("on_before_batch_transfer")
     transfer = chosen.get("transfer_batch_to_device")
     after = chosen.get("on_after_batch_transfer")

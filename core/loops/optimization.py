@@ -10,6 +10,7 @@ import torch
 
 from ember.loops.step_results import bad_loss, loss_of
 from ember.module import Module
+from ember.roles import SkipsGradientSync
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -143,7 +144,7 @@ class AutomaticOptimization:
         self.null_context = isinstance(self.precision.forward_context(), contextlib.nullcontext)
         self.hooked_backward = bool(self.dispatch.on_before_backward or self.dispatch.on_after_backward)
         self.strategy_backward = trainer.strategy.backward
-        self.no_sync = getattr(trainer.strategy, "no_backward_sync", None)
+        self.no_sync = trainer.strategy.no_backward_sync if isinstance(trainer.strategy, SkipsGradientSync) else None
         self.plain_step = (
             not getattr(self.precision, "scales_gradients", True)
             and not self.dispatch.on_before_optimizer_step

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ember.loops.data_position import ResumeMismatchError, batches_to_skip, data_position  # noqa: F401 (fit.py imports them here)
+from ember.roles import GathersObjects
 from ember.seed import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
     loader = trainer.state.train_loader
     if loader is not None:
         state["data"] = data_position(loader, position.batches_done, trainer.world_size)
-    gather = getattr(trainer.strategy, "all_gather_object", None)
+    gather = trainer.strategy.all_gather_object if isinstance(trainer.strategy, GathersObjects) else None
     if trainer.strategy.world_size > 1 and gather is not None:
         # Every rank draws its own random numbers (dropout, augmentation): keep
         # each rank's, so that each resumes exactly. Rank zero writes the file.

@@ -130,3 +130,16 @@ def test_the_run_lives_in_one_run_state(h: Any, make_trainer: Any) -> None:
     assert (state.fn, state.global_step, state.should_stop) == ("validate", 8, False)  # counters persist; a new run clears the stop
     shipped = launch.ship_run(trainer, None)["run"]
     assert isinstance(shipped, RunState) and shipped.placed_module is None and shipped.train_loader is None
+
+
+def test_built_in_strategies_declare_their_capabilities(make_trainer: Any) -> None:
+    from ember.plugins.strategies.ddp import DDPStrategy
+    from ember.roles import DistributesSamplers, GathersObjects, LaunchesProcesses, MovesBatches, SkipsGradientSync
+
+    ddp = make_trainer(strategy="ddp", devices=2).strategy
+    assert isinstance(ddp, DDPStrategy)
+    for capability in (LaunchesProcesses, SkipsGradientSync, GathersObjects, DistributesSamplers):
+        assert isinstance(ddp, capability), capability.__name__
+    single = make_trainer().strategy
+    assert isinstance(single, MovesBatches) and not isinstance(single, (SkipsGradientSync, GathersObjects, DistributesSamplers))
+    assert not make_trainer(strategy="ddp", devices=2, use_distributed_sampler=False).strategy.use_distributed_sampler

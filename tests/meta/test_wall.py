@@ -235,3 +235,21 @@ def test_concrete_plugin_imports_are_found() -> None:
 def test_early_stopping_is_not_found_by_class_name(name: str) -> None:
     source = (ROOT / "core" / name).read_text(encoding="utf-8")
     assert '"EarlyStopping"' not in source, f"core/{name}: find stopping callbacks by the StopsTraining protocol"
+
+
+def test_the_loops_probe_no_strategy_by_name() -> None:
+    """Optional strategy capabilities are named protocols in ``ember.roles``
+    (checked with ``isinstance``), not ``getattr(strategy, "name")`` probes."""
+    files = [ROOT / "core" / "trainer.py", *sorted((ROOT / "core" / "loops").glob("*.py"))]
+    problems = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and node.args
+                and "strategy" in ast.unparse(node.args[0]).rsplit(".", 1)[-1]
+            ):
+                problems.append(f"{path.relative_to(ROOT)} line {node.lineno}: {ast.unparse(node)}")
+    assert not problems, "declare the capability as a protocol in ember.roles:\n" + "\n".join(problems)
