@@ -115,12 +115,15 @@ def collect(trainer: Trainer, stage: str) -> None:
                 f"No training data: pass train_dataloaders to fit(), a DataModule with train_dataloader(), "
                 f"or implement {type(module).__name__}.train_dataloader()."
             )
-        members = train.values() if isinstance(train, dict) else train if isinstance(train, (list, tuple)) else ()
-        if any(isinstance(x, DataLoader) for x in members):
-            raise ValueError("Several training dataloaders at once are not supported; combine them into one dataset or sampler.")
-        if trainer.overfit_batches:
-            train = sequential(train)
-        trainer.state.train_loader = process(train, "fit")
+        from ember.combined_loader import as_training_data  # a CombinedLoader, or a dict/list of dataloaders
+
+        combined = as_training_data(train, lambda loader: process(sequential(loader) if trainer.overfit_batches else loader, "fit"))
+        if combined is not None:
+            trainer.state.train_loader = combined
+        else:
+            if trainer.overfit_batches:
+                train = sequential(train)
+            trainer.state.train_loader = process(train, "fit")
         trainer.num_training_batches = limited(trainer.state.train_loader, trainer.limit_train_batches, "limit_train_batches")
         has_val = type(module).validation_step is not Module.validation_step
         val = resolve("val", explicit.get("val"), dm, module) if has_val else None

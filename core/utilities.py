@@ -16,10 +16,12 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ember.combined_loader import CombinedLoader
 from ember.hparams import AttributeDict
 
 __all__ = [
     "AttributeDict",
+    "CombinedLoader",
     "grad_norm",
     "measure_flops",
     "move_data_to_device",

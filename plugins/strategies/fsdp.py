@@ -51,7 +51,14 @@ import torch.distributed as dist
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies import safe_dcp
 from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher
-from ember.plugins.strategies.fsdp_options import apply_activation_checkpointing, cast_buffers, fully_shard_kwargs, make_mesh, select, sharding
+from ember.plugins.strategies.fsdp_options import (
+    apply_activation_checkpointing,
+    cast_buffers,
+    fully_shard_kwargs,
+    make_mesh,
+    select,
+    sharding,
+)
 from ember.strategies import lightning_aliases
 
 #: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.

@@ -33,7 +33,12 @@ from typing import Any
 
 import torch
 
-_SHARDING = {"FULL_SHARD": (True, False), "SHARD_GRAD_OP": (False, False), "HYBRID_SHARD": (True, True), "_HYBRID_SHARD_ZERO2": (False, True)}
+_SHARDING = {
+    "FULL_SHARD": (True, False),
+    "SHARD_GRAD_OP": (False, False),
+    "HYBRID_SHARD": (True, True),
+    "_HYBRID_SHARD_ZERO2": (False, True),
+}
 
 
 def sharding(strategy: Any) -> tuple[bool, bool]:

@@ -121,9 +121,20 @@ def test_no_training_data_is_a_clear_error(h: Any, make_trainer: Any) -> None:
         make_trainer(max_epochs=1).fit(h.Regressor())
 
 
-def test_several_training_dataloaders_are_refused(h: Any, make_trainer: Any) -> None:
-    with pytest.raises(ValueError, match="Several training dataloaders"):
-        make_trainer(max_epochs=1).fit(h.Regressor(), [h.loader(8, 8), h.loader(8, 8)])
+def test_several_training_dataloaders_are_combined(h: Any, make_trainer: Any) -> None:
+    """A list of training dataloaders is a CombinedLoader in "max_size_cycle" mode, as in Lightning
+    (tests/core/test_combined_loader.py checks the modes)."""
+    seen: list[int] = []
+
+    class Both(h.Regressor):  # type: ignore[misc, name-defined]
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            first, second = batch
+            seen.append(len(second[0]))
+            return super().training_step(first, batch_idx)
+
+    trainer = make_trainer(max_epochs=1)
+    trainer.fit(Both(), [h.loader(16, 4), h.loader(8, 4)])
+    assert trainer.global_step == 4 and seen == [4, 4, 4, 4]  # the longer one's 4 batches; the shorter cycles
 
 
 def test_datamodule_that_is_not_a_datamodule(h: Any, make_trainer: Any) -> None:

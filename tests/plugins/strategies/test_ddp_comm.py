@@ -86,7 +86,9 @@ def test_comm_hook_is_called_with_its_state_and_wrapper(clean_env: None) -> None
 
 
 def test_torchs_compression_hooks_train(clean_env: None) -> None:
-    module, _ = fit(DDPStrategy(devices=1, ddp_comm_hook=default_hooks.allreduce_hook, ddp_comm_wrapper=default_hooks.fp16_compress_wrapper))
+    module, _ = fit(
+        DDPStrategy(devices=1, ddp_comm_hook=default_hooks.allreduce_hook, ddp_comm_wrapper=default_hooks.fp16_compress_wrapper)
+    )
     plain, _ = fit(DDPStrategy(devices=1))
     for name, value in module.state_dict().items():
         torch.testing.assert_close(value, plain.state_dict()[name], atol=1e-2, rtol=0)
@@ -116,7 +118,9 @@ def test_option_errors() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("start_method", "seen"), [("fork", "set by the test"), ("popen", "imported")])
-def test_start_method_starts_the_workers(start_method: str, seen: str, clean_env: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_method_starts_the_workers(
+    start_method: str, seen: str, clean_env: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(f"{__name__}.MARK", "set by the test")
     path = str(tmp_path / "mark")
     module = Regressor()

@@ -230,7 +230,11 @@ def test_exclude_frozen_parameters_leaves_them_out_of_the_checkpoint(tmp_path: A
         path = str(tmp_path / f"ckpt_{exclude}")
         torch.manual_seed(0)
         trainer = ember.Trainer(
-            strategy=DeepSpeedStrategy(devices=2, exclude_frozen_parameters=exclude), devices=2, max_epochs=1, callbacks=[SaveAtEnd(path)], **QUIET
+            strategy=DeepSpeedStrategy(devices=2, exclude_frozen_parameters=exclude),
+            devices=2,
+            max_epochs=1,
+            callbacks=[SaveAtEnd(path)],
+            **QUIET,
         )
         trainer.fit(FrozenFirst(), DataLoader(regression_data(), batch_size=8))
         states = torch.load(os.path.join(path, "ember", "mp_rank_00_model_states.pt"), map_location="cpu", weights_only=False)

@@ -105,7 +105,9 @@ def test_wrap_policies_pick_submodules() -> None:
     assert select(net, [Block]) == blocks
     assert select(net, ModuleWrapPolicy({Block})) == blocks
     # FSDP1's size policy: modules holding at least min_num_params parameters (the Linear layers of 72 parameters)
-    picked = select(net, lambda module, recurse, nonwrapped_numel: size_based_auto_wrap_policy(module, recurse, nonwrapped_numel, min_num_params=50))
+    picked = select(
+        net, lambda module, recurse, nonwrapped_numel: size_based_auto_wrap_policy(module, recurse, nonwrapped_numel, min_num_params=50)
+    )
     assert net.blocks[0].linear in picked and net.inp not in picked
 
 
