@@ -1,7 +1,8 @@
 """Strategies under Lightning's names: ``from lightning.pytorch.strategies import X``
 ports to ``from ember.strategies import X``. Imported lazily.
 
-``Strategy`` is the protocol every strategy meets and ``ParallelStrategy`` the
+``Strategy`` is the protocol every strategy meets, ``StrategyBase`` the base
+that holds a strategy's roles (built-in or third-party), and ``ParallelStrategy`` the
 base of the multi-process ones (``ddp``, ``ddp_spawn``, ``deepspeed``,
 ``fsdp``): ``isinstance(trainer.strategy, ParallelStrategy)`` tells them apart
 from ``SingleDeviceStrategy``.
@@ -21,11 +22,25 @@ _EXPORTS = {
     "DeepSpeedStrategy": "ember.plugins.strategies.deepspeed",
     "FSDPStrategy": "ember.plugins.strategies.fsdp",
 }
-__all__ = sorted([*_EXPORTS, "ParallelStrategy"])
+__all__ = sorted([*_EXPORTS, "ParallelStrategy", "StrategyBase"])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
-class ParallelStrategy:
+class StrategyBase:
+    """The roles every strategy holds: ``accelerator``, ``precision``,
+    ``checkpoint_io`` and ``environment``, under those names. ``None`` is
+    filled in by the Trainer from its own arguments (the resolved providers).
+    A strategy, built-in or third-party, calls ``StrategyBase.__init__`` (or
+    ``super().__init__``) with its role arguments instead of storing them itself."""
+
+    def __init__(self, accelerator: Any = None, precision: Any = None, checkpoint_io: Any = None, environment: Any = None) -> None:
+        self.accelerator = accelerator
+        self.precision = precision
+        self.checkpoint_io = checkpoint_io
+        self.environment = environment
+
+
+class ParallelStrategy(StrategyBase):
     """Base of the strategies that run several processes. Subclasses set
     ``parallel_devices`` and implement :class:`~ember.roles.Strategy`.
     Its constructor takes Lightning's argument names and stores them under
@@ -42,11 +57,8 @@ class ParallelStrategy:
         checkpoint_io: Any = None,
         precision_plugin: Any = None,
     ) -> None:
-        self.accelerator = accelerator
+        StrategyBase.__init__(self, accelerator, precision_plugin, checkpoint_io, cluster_environment)
         self.parallel_devices = parallel_devices
-        self.environment = cluster_environment
-        self.checkpoint_io = checkpoint_io
-        self.precision = precision_plugin
 
 
 def lightning_aliases(devices: Any, environment: Any, precision: Any, parallel_devices: Any, cluster_environment: Any, precision_plugin: Any, owner: str) -> tuple[Any, Any, Any]:

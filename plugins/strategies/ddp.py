@@ -110,13 +110,9 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         devices, environment, precision = lightning_aliases(
             devices, environment, precision, parallel_devices, cluster_environment, precision_plugin, type(self).__name__
         )
-        self.accelerator = accelerator
-        self.precision = precision
-        self.checkpoint_io = checkpoint_io
-        self.environment = environment
         if isinstance(devices, int):
             devices = [torch.device("cpu")] * devices
-        self.parallel_devices: list[torch.device] | None = list(devices) if devices else None
+        ParallelStrategy.__init__(self, accelerator, list(devices) if devices else None, environment, checkpoint_io, precision)
         self.num_nodes = int(num_nodes)
         self.use_distributed_sampler = use_distributed_sampler
         self.process_group_backend = process_group_backend

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from ember.plugin_manager import hookimpl
+from ember.strategies import StrategyBase
 from ember.tensors import move_to_device  # noqa: F401  (re-exported: ddp, ember-xla)
 
 
-class SingleDeviceStrategy:
+class SingleDeviceStrategy(StrategyBase):
     name = "single_device"
 
     def __init__(
@@ -38,10 +39,7 @@ class SingleDeviceStrategy:
                     f"The single-device strategy runs one process on one device, not {len(devices)} device(s) on {num_nodes} node(s)."
                 )
             device = devices[0]
-        self.accelerator = accelerator
-        self.precision = precision
-        self.checkpoint_io = checkpoint_io
-        self.environment = environment
+        StrategyBase.__init__(self, accelerator, precision, checkpoint_io, environment)
         self._device = device or torch.device("cpu")
         # CPU tensors need no transfer; skipping the walk keeps the step cheap.
         self._needs_transfer = self._device.type != "cpu"
