@@ -22,7 +22,7 @@ from ember.loops.state import RunState, RunStateView
 from ember.loops.signature import step_signatures
 from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
-from ember.plugin_manager import AutoloadSettings, PluginManager, PluginSource
+from ember.plugin_manager import AutoloadSettings, PluginSource, default_plugin_manager
 from ember.results import to_float
 from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
 from ember.roles import DistributesSamplers, LaunchesProcesses, ReplacesTrainingModule, RoleRegistry, StopsTraining
@@ -147,9 +147,7 @@ class Trainer(RunStateView, TrainerCompatMixin):
         # -- plugins and roles, resolved once ------------------------------------
         role_overrides, hook_plugins, enable_names = resolve.split_plugins(plugins)
         settings = AutoloadSettings.from_env().merged(enable=enable_names, disable=disable_plugins or (), autoload=autoload_plugins)
-        self._plugin_manager = pm = PluginManager()
-        pm.load_builtins(settings.disable)
-        pm.load_entrypoints(settings)
+        self._plugin_manager = pm = default_plugin_manager(settings)
         for obj in hook_plugins:
             pm.register(obj, source=PluginSource("explicit", distribution="", target=type(obj).__module__))
         pm.warn_failures()
