@@ -252,3 +252,20 @@ def test_dev_environment_stays_clean() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     assert not EXTERNAL & set(json.loads(out.stdout.replace("'", '"')))
+
+
+def test_one_plugin_manager_assembly() -> None:
+    """Built-ins and entry points are loaded in one place,
+    ``default_plugin_manager``: no other module calls the loaders."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    files = [*(root / "core").rglob("*.py"), *(root / "plugins").rglob("*.py"), *(root / "contrib").rglob("*.py")]
+    found = []
+    for path in files:
+        if path.name == "plugin_manager.py" or "templates" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("load_builtins", "load_entrypoints"):
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.attr}")
+    assert found == []
