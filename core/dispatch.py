@@ -11,7 +11,7 @@ even build the arguments.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ember.plugin_manager import _HOOK_NAMES, positional_adapter, spec_argnames
 
@@ -74,11 +74,69 @@ def resolve_owned(pm: PluginManager, name: str, module: Any = None, module_base:
 Wrap = Callable[[str, str, Callable[..., Any]], Callable[..., Any]]
 
 
+class EvalHooks(NamedTuple):
+    """The hooks of one evaluation stage (validation or test), picked by
+    :meth:`Dispatch.evaluation`, so the loop names none from a string."""
+
+    start: Hook
+    epoch_start: Hook
+    batch_start: Hook
+    batch_end: Hook
+    epoch_end: Hook
+    end: Hook
+
+
 class Dispatch:
     """Attribute ``X`` is the tuple of callables for hook ``X``.
 
-    ``owners`` maps ``id(callable)`` to ``(hook, owner)``: only an error reads
-    it (:func:`note_origin`), to say whose implementation raised."""
+    Every hook is declared below with its type, so a misspelt hook name at a
+    fire site is a type error (and an ``AttributeError`` at run time);
+    ``tests/meta/test_wall.py`` keeps the declarations equal to the
+    hookspecs. ``owners`` maps ``id(callable)`` to ``(hook,
+    owner)``: only an error reads it (:func:`note_origin`), to say whose
+    implementation raised."""
+
+    add_commands: Hook
+    on_after_backward: Hook
+    on_before_backward: Hook
+    on_before_optimizer_step: Hook
+    on_before_zero_grad: Hook
+    on_exception: Hook
+    on_fit_end: Hook
+    on_fit_start: Hook
+    on_load_checkpoint: Hook
+    on_log_hyperparams: Hook
+    on_log_metrics: Hook
+    on_predict_batch_end: Hook
+    on_predict_batch_start: Hook
+    on_predict_end: Hook
+    on_predict_epoch_end: Hook
+    on_predict_epoch_start: Hook
+    on_predict_start: Hook
+    on_sanity_check_end: Hook
+    on_sanity_check_start: Hook
+    on_save_checkpoint: Hook
+    on_test_batch_end: Hook
+    on_test_batch_start: Hook
+    on_test_end: Hook
+    on_test_epoch_end: Hook
+    on_test_epoch_start: Hook
+    on_test_start: Hook
+    on_train_batch_end: Hook
+    on_train_batch_start: Hook
+    on_train_end: Hook
+    on_train_epoch_end: Hook
+    on_train_epoch_start: Hook
+    on_train_start: Hook
+    on_validation_batch_end: Hook
+    on_validation_batch_start: Hook
+    on_validation_end: Hook
+    on_validation_epoch_end: Hook
+    on_validation_epoch_start: Hook
+    on_validation_start: Hook
+    register_roles: Hook
+    setup: Hook
+    teardown: Hook
 
     def __init__(self, pm: PluginManager, module: Any = None, module_base: type | None = None, wrap: Wrap | None = None) -> None:
         self.owners: dict[int, tuple[str, str]] = {}
@@ -94,6 +152,23 @@ class Dispatch:
 
     def __getattr__(self, name: str) -> Hook:  # only reached for unknown names
         raise AttributeError(f"{name!r} is not an ember hook")
+
+    def evaluation(self, stage: str) -> EvalHooks:
+        """The hooks of ``stage``: ``"validate"`` (also the sanity check) or ``"test"``."""
+        if stage == "validate":
+            return EvalHooks(
+                self.on_validation_start,
+                self.on_validation_epoch_start,
+                self.on_validation_batch_start,
+                self.on_validation_batch_end,
+                self.on_validation_epoch_end,
+                self.on_validation_end,
+            )
+        if stage == "test":
+            return EvalHooks(
+                self.on_test_start, self.on_test_epoch_start, self.on_test_batch_start, self.on_test_batch_end, self.on_test_epoch_end, self.on_test_end
+            )
+        raise ValueError(f"no evaluation hooks for stage {stage!r}: 'validate' or 'test'")
 
 
 # --------------------------------------------------------------------------- who raised

@@ -41,7 +41,7 @@ def run_evaluation(
     module = trainer.module
     assert module is not None
     d = trainer._dispatch
-    prefix, step_name = _NAMES[stage]
+    step_name = _NAMES[stage][1]
     trainer.state.stage = "sanity_check" if sanity else stage
     results = Results(default_on_step=False, default_on_epoch=True)
     previous_results = module._results
@@ -57,15 +57,16 @@ def run_evaluation(
         position.val_rng = rng_state()
     strategy = trainer.strategy
     step = getattr(trainer.state.placed_module, step_name) if trainer.state.placed_module is module else getattr(module, step_name)
-    batch_start = getattr(d, f"on_{prefix}_batch_start")
-    batch_end = getattr(d, f"on_{prefix}_batch_end")
+    hooks = d.evaluation(stage)
+    batch_start = hooks.batch_start
+    batch_end = hooks.batch_end
     several = len(loaders) > 1
     takes_idx = trainer._step_takes_idx.get(step_name, True)
     try:
         with _context(trainer):
-            for fn in getattr(d, f"on_{prefix}_start"):
+            for fn in hooks.start:
                 fn(trainer, module)
-            for fn in getattr(d, f"on_{prefix}_epoch_start"):
+            for fn in hooks.epoch_start:
                 fn(trainer, module)
             for dataloader_idx, (loader, limit) in enumerate(zip(loaders, limits, strict=False)):
                 if limit <= 0:
@@ -87,7 +88,7 @@ def run_evaluation(
                     if batch_idx + 1 >= limit:
                         break
             results.dataloader_suffix = ""
-            for fn in getattr(d, f"on_{prefix}_epoch_end"):
+            for fn in hooks.epoch_end:
                 fn(trainer, module)
             callback_values, logged = results.finalize_epoch(strategy.reduce if strategy.world_size > 1 else None)
             if not sanity:
@@ -99,7 +100,7 @@ def run_evaluation(
                 position.val_rng = None
             if before_end is not None:
                 before_end()
-            for fn in getattr(d, f"on_{prefix}_end"):
+            for fn in hooks.end:
                 fn(trainer, module)
     finally:
         if position is not None:

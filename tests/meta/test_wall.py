@@ -253,3 +253,29 @@ def test_the_loops_probe_no_strategy_by_name() -> None:
             ):
                 problems.append(f"{path.relative_to(ROOT)} line {node.lineno}: {ast.unparse(node)}")
     assert not problems, "declare the capability as a protocol in ember.roles:\n" + "\n".join(problems)
+
+
+def test_every_hook_is_a_declared_dispatch_attribute() -> None:
+    """The dispatch facade is typed: each hookspec has one declared attribute
+    on ``Dispatch`` (and nothing else is declared)."""
+    from ember.dispatch import Dispatch
+    from ember.plugin_manager import _HOOK_NAMES
+
+    declared = {name for name in Dispatch.__annotations__ if name != "owners"}
+    assert declared == set(_HOOK_NAMES), (sorted(declared - set(_HOOK_NAMES)), sorted(set(_HOOK_NAMES) - declared))
+
+
+def test_no_hook_name_is_built_from_a_string() -> None:
+    """No fire site in the kernel picks a hook with ``getattr(dispatch, <expression>)``."""
+    problems = []
+    for path, _ in _kernel_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "getattr"
+                and len(node.args) >= 2
+                and (ast.unparse(node.args[0]) == "d" or "dispatch" in ast.unparse(node.args[0]).lower())
+            ):
+                problems.append(f"{path.relative_to(ROOT)} line {node.lineno}: {ast.unparse(node)}")
+    assert not problems, "fire hooks through Dispatch's declared attributes:\n" + "\n".join(problems)
