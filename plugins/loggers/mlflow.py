@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callback import Logger
 from ember.plugin_manager import hookimpl
 from ember.plugins.loggers._common import SameStepFilter, checkpoint_step, flatten, params_dict, require, scalar
+from ember.plugins.loggers.model_upload import CheckpointUploader
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -57,6 +58,9 @@ class MLflowLogger(Logger):
     :param tags: tags of a new run.
     :param save_dir: directory of the default SQLite database (or file store);
         default ``./mlruns``.
+    :param log_model: upload checkpoint files as run artifacts (under
+        ``checkpoints/``): ``True`` at the end of training, ``"all"`` as they
+        are written; see :mod:`ember.plugins.loggers.model_upload`.
     :param artifact_location: where a new experiment keeps its artifacts (an
         existing experiment keeps its own).
     :param synchronous: ``False`` sends writes in MLflow's background thread
@@ -75,6 +79,7 @@ class MLflowLogger(Logger):
         run_id: str | None = None,
         tags: dict[str, Any] | None = None,
         save_dir: str | os.PathLike[str] | None = "./mlruns",
+        log_model: bool | str = False,
         flush_logs_every_n_steps: int = 100,
         flush_secs: float = 5.0,
         prefix: str = "",
@@ -91,6 +96,7 @@ class MLflowLogger(Logger):
         self._artifact_location = artifact_location
         self._write_kwargs: dict[str, Any] = {} if synchronous is None else {"synchronous": bool(synchronous)}
         self._in_flight: list[Any] = []  # RunOperations of asynchronous writes
+        self._uploader = CheckpointUploader(log_model, self._upload_checkpoint)
         self._tracking_uri = tracking_uri
         self._own_store = tracking_uri is None
         self._run_id = run_id
@@ -235,6 +241,22 @@ class MLflowLogger(Logger):
         run_id = self.run_id
         for i in range(0, len(pending), _MAX_METRICS_PER_BATCH):
             self._track(client.log_batch(run_id, metrics=pending[i : i + _MAX_METRICS_PER_BATCH], **self._write_kwargs))
+
+    # ------------------------------------------------------------------ checkpoints as artifacts (log_model)
+    def _upload_checkpoint(self, path: str) -> None:
+        if os.path.isdir(path):
+            self.experiment.log_artifacts(self.run_id, path, artifact_path=f"checkpoints/{os.path.basename(path)}")
+        else:
+            self.experiment.log_artifact(self.run_id, path, artifact_path="checkpoints")
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.after_possible_save(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.after_possible_save(trainer)
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.at_train_end(trainer)
 
     def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
         # The run already holds the steps up to the checkpoint's (and a

@@ -179,6 +179,31 @@ def test_synchronous_and_artifact_location(db, tmp_path, synchronous):
     assert history(logger)["late"] == [(99, 1.0)]
 
 
+def _artifacts(logger: MLflowLogger) -> list[str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=logger.tracking_uri)
+    return sorted(os.path.basename(f.path) for f in client.list_artifacts(logger.version, "checkpoints"))
+
+
+@pytest.mark.parametrize("log_model", [True, "all", False])
+def test_log_model_uploads_checkpoints(db, tmp_path, log_model):
+    db()
+    logger = MLflowLogger(save_dir=tmp_path, log_model=log_model)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", every_n_epochs=1, save_top_k=1, monitor="epoch", mode="max")
+    run_fit(tmp_path, [logger], epochs=3, callbacks=[ckpt], enable_checkpointing=True)
+    kept = sorted(f for f in os.listdir(tmp_path / "ckpt") if f.endswith(".ckpt"))  # (and ModelCheckpoint's record)
+    assert kept == ["epoch=2.ckpt"]  # top-1 replaced the earlier ones
+    expected = {True: kept, "all": ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"], False: []}[log_model]
+    assert _artifacts(logger) == expected
+    if log_model:
+        from mlflow import MlflowClient
+
+        local = MlflowClient(tracking_uri=logger.tracking_uri).download_artifacts(logger.version, "checkpoints/epoch=2.ckpt", str(tmp_path / "dl"))
+        with open(local, "rb") as got, open(tmp_path / "ckpt" / "epoch=2.ckpt", "rb") as written:
+            assert got.read() == written.read()
+
+
 def test_save_dir_defaults_to_mlruns(db, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     db(tmp_path / "mlruns")
