@@ -243,7 +243,7 @@ class MLflowLogger(Logger):
             self._track(client.log_batch(run_id, metrics=pending[i : i + _MAX_METRICS_PER_BATCH], **self._write_kwargs))
 
     # ------------------------------------------------------------------ checkpoints as artifacts (log_model)
-    def _upload_checkpoint(self, path: str) -> None:
+    def _upload_checkpoint(self, path: str, trainer: Any) -> None:
         if os.path.isdir(path):
             self.experiment.log_artifacts(self.run_id, path, artifact_path=f"checkpoints/{os.path.basename(path)}")
         else:

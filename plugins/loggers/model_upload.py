@@ -1,5 +1,6 @@
 """Uploading checkpoint files to a logger's artifact store (Lightning's
-``log_model``), for :class:`~ember.plugins.loggers.mlflow.MLflowLogger`.
+``log_model``), for :class:`~ember.plugins.loggers.mlflow.MLflowLogger` and
+:class:`~ember.plugins.loggers.wandb.WandbLogger`.
 
 - ``log_model=True``: when training ends, the files every ``ModelCheckpoint``
   keeps (its top-k, best and last) are uploaded; with ``save_top_k=-1`` also
@@ -33,9 +34,9 @@ def checkpoint_files(trainer: Any) -> list[str]:
 
 
 class CheckpointUploader:
-    """Calls ``upload(path)`` for each kept checkpoint not uploaded yet in its current state."""
+    """Calls ``upload(path, trainer)`` for each kept checkpoint not uploaded yet in its current state."""
 
-    def __init__(self, mode: bool | str, upload: Callable[[str], None]) -> None:
+    def __init__(self, mode: bool | str, upload: Callable[[str, Any], None]) -> None:
         if mode not in (True, False, "all"):
             raise ValueError(f"log_model={mode!r}: use False, True or 'all'.")
         self.mode = mode
@@ -61,5 +62,17 @@ class CheckpointUploader:
         for path in checkpoint_files(trainer):
             stamp = os.path.getmtime(path)
             if self.uploaded.get(path) != stamp:
-                self.upload(path)
+                self.upload(path, trainer)
                 self.uploaded[path] = stamp
+
+
+def checkpoint_score(trainer: Any, path: str) -> tuple[float | None, bool]:
+    """The monitored score of the checkpoint at ``path`` (if a ``ModelCheckpoint``
+    ranks it) and whether it is a best model."""
+    score, best = None, False
+    for callback in getattr(trainer, "checkpoint_callbacks", []) or []:
+        value = (getattr(callback, "best_k_models", None) or {}).get(path)
+        if value is not None:
+            score = float(value)
+        best = best or str(getattr(callback, "best_model_path", "")) == path
+    return score, best

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callback import Logger
 from ember.plugin_manager import hookimpl
 from ember.plugins.loggers._common import checkpoint_step, params_dict, require
+from ember.plugins.loggers.model_upload import CheckpointUploader, checkpoint_score
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -74,6 +75,15 @@ class WandbLogger(Logger):
         its ``.wandb`` file (W&B's ``x_transaction_log_flush_interval``;
         ``None`` keeps W&B's default, 15 s in W&B 0.31). What was not written
         yet is lost if the process is killed outright (SIGKILL).
+    :param log_model: upload checkpoints as W&B model artifacts: ``True`` at the
+        end of training, ``"all"`` as they are written (see
+        :mod:`ember.plugins.loggers.model_upload`). Each is a version of the
+        artifact ``checkpoint_name`` (default ``model-{run id}``), aliased
+        ``latest`` (and ``best`` for the best model), with the file as
+        ``model.ckpt`` and its score in the metadata.
+    :param checkpoint_name: the artifact's name.
+    :param add_file_policy: W&B's ``add_file`` policy: ``"mutable"`` copies the
+        file to W&B's staging area, ``"immutable"`` references it as it is.
     :param init_kwargs: passed to ``wandb.init`` as they are (``entity``,
         ``tags``, ``group``, ``settings``...).
 
@@ -96,6 +106,9 @@ class WandbLogger(Logger):
         dir: str | os.PathLike[str] | None = None,
         anonymous: bool | None = None,
         experiment: Any = None,
+        log_model: bool | str = False,
+        checkpoint_name: str | None = None,
+        add_file_policy: str = "mutable",
         **init_kwargs: Any,
     ) -> None:
         # Lightning's names: version is the run id, dir the save directory.
@@ -123,6 +136,10 @@ class WandbLogger(Logger):
         self._resume = id is not None
         self._floor: int | None = None
         self._last_step = -1
+        if add_file_policy not in ("mutable", "immutable"):
+            raise ValueError(f"WandbLogger(add_file_policy={add_file_policy!r}): use 'mutable' or 'immutable'.")
+        self._checkpoint_name, self._add_file_policy = checkpoint_name, add_file_policy
+        self._uploader = CheckpointUploader(log_model, self._upload_checkpoint)
         self._warned_step = False
 
     # ------------------------------------------------------------------ identity
@@ -204,6 +221,29 @@ class WandbLogger(Logger):
         params = params_dict(params)
         if params:
             self.experiment.config.update(_config_value(params), allow_val_change=True)
+
+    # ------------------------------------------------------------------ checkpoints as artifacts (log_model)
+    def _upload_checkpoint(self, path: str, trainer: Any) -> None:
+        import wandb
+
+        run = self.experiment
+        score, best = checkpoint_score(trainer, path)
+        metadata = {"original_filename": os.path.basename(path), "score": score, "step": getattr(trainer, "global_step", None)}
+        artifact = wandb.Artifact(name=self._checkpoint_name or f"model-{run.id}", type="model", metadata=metadata)
+        if os.path.isdir(path):
+            artifact.add_dir(path, policy=self._add_file_policy)  # type: ignore[arg-type]
+        else:
+            artifact.add_file(path, name="model.ckpt", policy=self._add_file_policy)  # type: ignore[arg-type]
+        run.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.after_possible_save(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.after_possible_save(trainer)
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.at_train_end(trainer)
 
     def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
         # W&B keeps one row per step and drops rows at or below the last

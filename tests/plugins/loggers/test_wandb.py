@@ -154,6 +154,24 @@ def test_fit_history_matches_what_was_logged(tmp_path, every):
     assert run.exit_codes() == [0]
 
 
+@pytest.mark.parametrize(("log_model", "policy"), [(True, "mutable"), ("all", "immutable"), (False, "mutable")])
+def test_log_model_logs_checkpoints_as_model_artifacts(tmp_path, log_model, policy):
+    logger = WandbLogger(save_dir=tmp_path, offline=True, log_model=log_model, checkpoint_name="ckpts", add_file_policy=policy)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", every_n_epochs=1, save_top_k=1, monitor="epoch", mode="max")
+    run_fit(tmp_path, [logger], epochs=3, callbacks=[ckpt], enable_checkpointing=True)
+    artifacts = [r.artifact for r in OfflineRun(str(tmp_path), logger.version).records("artifact") if r.artifact.type == "model"]
+    filenames = [json.loads(a.metadata)["original_filename"] for a in artifacts]
+    assert filenames == {True: ["epoch=2.ckpt"], "all": ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"], False: []}[log_model]
+    for artifact in artifacts:
+        assert artifact.name == "ckpts" and "latest" in artifact.aliases and "best" in artifact.aliases
+        (entry,) = artifact.manifest.contents
+        assert entry.path == "model.ckpt"
+        original = os.path.join(str(tmp_path / "ckpt"), json.loads(artifact.metadata)["original_filename"])
+        assert (entry.local_path == original) == (policy == "immutable")  # mutable: a staged copy
+    with pytest.raises(ValueError, match="add_file_policy='copy'"):
+        WandbLogger(save_dir=tmp_path, offline=True, add_file_policy="copy")
+
+
 def test_hyperparameters_go_to_the_run_config(tmp_path):
     logger = WandbLogger(save_dir=tmp_path, offline=True, config={"seed": 7})
     run_fit(tmp_path, [logger], epochs=1, module=LoggedModule(lr=0.02, note="hi", opt={"beta": 0.9}))
