@@ -253,7 +253,8 @@ def to_onnx(
     written and the ``torch.onnx.ONNXProgram`` is returned (``.save(path)`` writes it).
     """
     args, sample_kwargs = _prepare(module, input_sample, dynamic_batch)
-    use_dynamo = kwargs.get("dynamo", True)
+    # the dynamo exporter is torch.onnx.export's default from torch 2.9; ask for it by name on older ones
+    use_dynamo = kwargs.setdefault("dynamo", True)
     if use_dynamo:
         _check_onnx_deps()
     if path is None and not use_dynamo:
