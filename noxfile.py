@@ -37,7 +37,7 @@ def install_torch(session: nox.Session) -> None:
 
 #: the oldest torch ember supports (tried, not guessed: see docs/supported-versions.md)
 #: and the newest the package index served when the bounds were last checked
-TORCH_VERSIONS = ("2.3.1", "2.15.0")
+TORCH_VERSIONS = ("2.8.0", "2.15.0")
 
 
 def build_deepspeed_ops(session: nox.Session) -> None:
