@@ -3,10 +3,15 @@ test that runs too long fails, and the slow tier is reachable by marker."""
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # ember depends on tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFTEST = ROOT / "tests" / "conftest.py"
