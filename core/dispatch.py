@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ember.errors import add_note
 from ember.plugin_manager import _HOOK_NAMES, positional_adapter, spec_argnames
 
 if TYPE_CHECKING:
@@ -206,10 +207,7 @@ def note_origin(exc: BaseException, dispatch: Dispatch | None, pm: PluginManager
         if where is None:
             where = _user_method(inner, objects)
         if where is not None:
-            if hasattr(exc, "add_note"):
-                exc.add_note(NOTE_PREFIX + where)
-            else:  # Python 3.10: kept where 3.11's traceback would print it
-                exc.__notes__ = [*getattr(exc, "__notes__", []), NOTE_PREFIX + where]  # type: ignore[attr-defined]
+            add_note(exc, NOTE_PREFIX + where)
             return
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 #: Exit status of a process that saved a checkpoint because it was preempted
 #: (SIGTERM from SLURM, Kubernetes, a spot-instance reclaim). Distinct from 0
 #: (done) and 1 (failed), so a wrapper script can tell "requeue me" apart.
@@ -91,3 +93,12 @@ def raised_by_ember(exc: BaseException) -> bool:
                 continue
             return False  # the user's code (or a third-party plugin) was running
     return innermost.startswith(ember_dirs)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` where Python has it (3.11+); on 3.10 the note is
+    kept in ``exc.__notes__``, where 3.11's traceback would print it."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]

@@ -16,16 +16,16 @@ from ember.callback import Callback, Logger
 from ember.compile import accept as accept_compiled
 from ember.datamodule import DataModule
 from ember.dispatch import Dispatch, note_origin
-from ember.errors import Preempted
+from ember.errors import Preempted, add_note
 from ember.loops.position import position_from_state, position_state
-from ember.loops.state import RunState, RunStateView
 from ember.loops.signature import step_signatures
+from ember.loops.state import RunState, RunStateView
 from ember.module import Module
 from ember.optim import LRSchedulerConfig, parse_optimizers
 from ember.plugin_manager import AutoloadSettings, PluginSource, default_plugin_manager
 from ember.results import to_float
-from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
 from ember.roles import DistributesSamplers, LaunchesProcesses, ReplacesTrainingModule, RoleRegistry, StopsTraining
+from ember.trainer_compat import TrainerCompatMixin, barebones_arguments, default_logger_name, setup_compat
 
 _DEFAULT_SLOTS = (
     ("progress_bar", "enable_progress_bar"),
@@ -671,7 +671,7 @@ def _finalize_loggers(loggers: Sequence[Any], status: str) -> None:
         try:
             lg.finalize(status)
         except Exception as exc:
-            exc.add_note(f"raised by {type(lg).__name__}.finalize({status!r}); the other loggers were finalized")
+            add_note(exc, f"raised by {type(lg).__name__}.finalize({status!r}); the other loggers were finalized")
             if error is None:
                 error = exc
             else:

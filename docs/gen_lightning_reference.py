@@ -24,11 +24,15 @@ import importlib
 import inspect
 import re
 import sys
-import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: ember depends on tomli there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "reference" / "lightning-api.md"

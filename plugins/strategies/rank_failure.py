@@ -27,6 +27,8 @@ from typing import Any
 
 import torch.distributed as dist
 
+from ember.errors import add_note
+
 #: Collective timeout when the strategy is given none (torch's own default is 30 minutes).
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
 #: Environment variable (seconds) for the timeout when the strategy is given none.
@@ -109,9 +111,7 @@ def report(line: str | None, exc: BaseException) -> None:
     if not line:
         return
     print(line, file=sys.stderr, flush=True)
-    add_note = getattr(exc, "add_note", None)
-    if add_note is not None:
-        add_note(line)
+    add_note(exc, line)
 
 
 def on_rank_failure(strategy: Any, exc: BaseException) -> None:

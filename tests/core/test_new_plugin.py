@@ -133,7 +133,10 @@ def test_default_directory_is_the_distribution_name(tmp_path: Path, monkeypatch:
 
 
 def test_templates_ship_as_package_data() -> None:
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: ember depends on tomli there
+        import tomli as tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["ember"]
