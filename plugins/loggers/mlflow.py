@@ -278,7 +278,9 @@ class MLflowLogger(Logger):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"run_id": self._run_id, "experiment_name": self._experiment_name}
+        # A checkpoint must name the run even when nothing has been written to
+        # it yet (metrics still buffered), so that a resume continues that run.
+        return {"run_id": self.run_id, "experiment_name": self._experiment_name}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         run_id = state_dict.get("run_id")

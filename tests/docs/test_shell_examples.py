@@ -5,8 +5,9 @@ Convention: in ``README.md``, ``docs/**/*.md`` (not ``docs/reference/``) and
 terminal session that is executed:
 
 - a line starting with ``$ `` is a command, run by bash; the lines after it,
-  up to the next command, are what it must print, matched in order with
-  shell-style wildcards (``*``) against its output (stdout and stderr
+  up to the next command, are what it must print, matched in order, whole
+  lines, ``*`` standing for any text (every other character is literal),
+  against its output (stdout and stderr
   together), other lines allowed in between; a line ``...`` matches nothing
   in particular and only says that more is printed;
 - every command must exit with status 0;
@@ -24,7 +25,6 @@ that need what a test machine lacks.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import shutil
@@ -63,7 +63,8 @@ def match_in_order(expected: list[str], output: str) -> str | None:
     lines = [line.strip() for line in output.splitlines()]
     position = 0
     for pattern in expected:
-        while position < len(lines) and not fnmatch.fnmatchcase(lines[position], pattern):
+        regex = re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+        while position < len(lines) and not regex.fullmatch(lines[position]):
             position += 1
         if position == len(lines):
             return pattern
@@ -85,6 +86,8 @@ def test_block_parser() -> None:
 def test_matching_is_in_order_with_wildcards() -> None:
     assert match_in_order(["a*", "c"], "a1\nb\nc\n") is None
     assert match_in_order(["c", "a*"], "a1\nb\nc\n") == "a*"
+    assert match_in_order(["[medical] * (synthetic)"], "[medical] data (synthetic)\n") is None  # [ ] are literal
+    assert match_in_order(["[medical] x"], "m x\n") == "[medical] x"
 
 
 def _run_block(session: list[tuple[str, list[str]]], start: Path, env: dict[str, str]) -> list[tuple[str, int, str]]:
