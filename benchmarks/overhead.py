@@ -158,7 +158,10 @@ def run_ember(batch, n: int, *, logging: bool, root: str) -> float:
         accelerator="cpu",  # the raw loop runs on the CPU: so does ember, also on a machine with a GPU
     )
     if logging:
-        kwargs.update(logger=True, log_every_n_steps=1)
+        # the CSV logger by name: logger=True picks TensorBoard where it is installed
+        from ember.loggers import CSVLogger
+
+        kwargs.update(logger=CSVLogger(root), log_every_n_steps=1)
     else:
         kwargs.update(logger=False)
     trainer = ember.Trainer(**kwargs)
