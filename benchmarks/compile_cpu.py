@@ -118,16 +118,7 @@ def ember_runner(model: Any, batch: Any, make_opt: Any, loss_fn: Any, compiled: 
     target = torch.compile(module) if compiled else module
 
     def run(n: int) -> float:
-        trainer = ember.Trainer(
-            max_epochs=1,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            num_sanity_val_steps=0,
-            logger=False,
-            default_root_dir=root,
-            accelerator="cpu",
-        )
+        trainer = overhead.bench_trainer(root)
         start = time.perf_counter()
         trainer.fit(target, overhead.Batches(batch, n))
         return time.perf_counter() - start

@@ -134,7 +134,6 @@ _CLASSES: dict[str, type] | None = None
 
 
 def run_variant(name: str, batch: Any, n: int, root: str, log_every: int) -> float:
-    import ember
 
     global _CLASSES
     if _CLASSES is None:
@@ -145,17 +144,7 @@ def run_variant(name: str, batch: Any, n: int, root: str, log_every: int) -> flo
         from ember.plugins.loggers import CSVLogger
 
         logger = CSVLogger(save_dir=tempfile.mkdtemp(dir=root))
-    trainer = ember.Trainer(
-        max_epochs=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        logger=logger,
-        log_every_n_steps=log_every,
-        accelerator="cpu",  # the raw loop runs on the CPU: so does ember, also on a machine with a GPU
-    )
+    trainer = overhead.bench_trainer(root, logger=logger, log_every_n_steps=log_every)
     clock = overhead.clock
     start = clock()
     trainer.fit(module, overhead.Batches(batch, n))

@@ -143,28 +143,37 @@ def ember_module_classes():
     return Bare, Logging
 
 
-def run_ember(batch, n: int, *, logging: bool, root: str) -> float:
+def bench_trainer(root: str, **kwargs: Any) -> Any:
+    """The ``ember.Trainer`` every benchmark times: one epoch, nothing printed,
+    no checkpointing, sanity check or logger unless given in ``kwargs``, on the
+    CPU as the raw loop is (also on a machine with a GPU). The default
+    ``FaultTolerance`` callback stays: it is part of what "bare" measures."""
     import ember
 
-    Bare, Logging = ember_module_classes_cached()
-    module = Logging() if logging else Bare()
-    kwargs: dict[str, Any] = dict(
+    options: dict[str, Any] = dict(
         max_epochs=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
+        logger=False,
         default_root_dir=root,
-        accelerator="cpu",  # the raw loop runs on the CPU: so does ember, also on a machine with a GPU
+        accelerator="cpu",
     )
+    options.update(kwargs)
+    return ember.Trainer(**options)
+
+
+def run_ember(batch, n: int, *, logging: bool, root: str) -> float:
+    Bare, Logging = ember_module_classes_cached()
+    module = Logging() if logging else Bare()
     if logging:
         # the CSV logger by name: logger=True picks TensorBoard where it is installed
         from ember.loggers import CSVLogger
 
-        kwargs.update(logger=CSVLogger(root), log_every_n_steps=1)
+        trainer = bench_trainer(root, logger=CSVLogger(root), log_every_n_steps=1)
     else:
-        kwargs.update(logger=False)
-    trainer = ember.Trainer(**kwargs)
+        trainer = bench_trainer(root)
     start = clock()
     trainer.fit(module, Batches(batch, n))
     elapsed = clock() - start

@@ -48,18 +48,7 @@ class IdentityProfiler:
 
 
 def make_trainer(root: str, profiler: Any) -> Any:
-    import ember
-
-    return ember.Trainer(
-        max_epochs=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        logger=False,
-        default_root_dir=root,
-        profiler=profiler,
-    )
+    return overhead.bench_trainer(root, profiler=profiler, accelerator="auto")
 
 
 def dispatch_wrappers(trainer: Any) -> tuple[int, int]:
