@@ -1,11 +1,19 @@
-"""What the multi-process strategy tests share: quiet trainer settings and a
-small regression dataset. A plain module (not a conftest) because spawned
+"""What the multi-process strategy tests share: quiet trainer settings, a
+small regression dataset, a planned crash after a checkpoint, and a torchrun
+launch of a script on two processes. A plain module (not a conftest) because spawned
 workers re-import the test modules, and with them this one, by name."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from typing import Any
+
 import torch
 from torch.utils.data import TensorDataset
+
+import ember
 
 QUIET = {
     "accelerator": "cpu",
@@ -22,3 +30,37 @@ def regression_data(n: int = 64) -> TensorDataset:
     x = torch.randn(n, 4, generator=g)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(n, 1, generator=g)
     return TensorDataset(x, y)
+
+
+class Crash(Exception):
+    """The planned failure :class:`SaveThenCrash` raises."""
+
+
+class SaveThenCrash(ember.Callback):
+    """Save ``path`` at optimizer step ``at_step``, then fail the run."""
+
+    def __init__(self, path: str, at_step: int) -> None:
+        self.path, self.at_step = path, at_step
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.at_step:
+            trainer.save_checkpoint(self.path)  # every rank takes part; rank zero writes
+            raise Crash(f"planned crash at step {self.at_step}")
+
+
+#: what another launcher may have set; torchrun sets its own
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def run_torchrun(script: Any, cwd: Any, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``script`` on two local processes under torchrun (``--standalone``), one thread each."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )

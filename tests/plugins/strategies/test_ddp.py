@@ -10,15 +10,13 @@ import csv
 import glob
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from typing import Any
 
 import pytest
 import torch
-from strategy_helpers import QUIET, regression_data  # noqa: E402
+from strategy_helpers import QUIET, regression_data, run_torchrun  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 import ember
@@ -196,16 +194,7 @@ def test_torchrun_matches_one_process(tmp_path: Any) -> None:
     out = str(tmp_path / "weights.pt")
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(TORCHRUN_SCRIPT.format(test_dir=os.path.dirname(__file__), out=out)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=80,
-        env=env,
-        cwd=tmp_path,
-    )
+    proc = run_torchrun(script, tmp_path, timeout=80)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rank 0 done 8" in proc.stdout and "rank 1 done 8" in proc.stdout
     expected = single_process_weights(epochs=2, global_batch=16)

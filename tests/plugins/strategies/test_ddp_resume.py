@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from strategy_helpers import SaveThenCrash
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
@@ -33,20 +34,6 @@ class Dropper(ember.Module):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.parameters(), lr=0.02)
-
-
-class Crash(Exception):
-    pass
-
-
-class SaveThenCrash(ember.Callback):
-    def __init__(self, path: str, at_step: int) -> None:
-        self.path, self.at_step = path, at_step
-
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.at_step:
-            trainer.save_checkpoint(self.path)  # every rank takes part; rank zero writes
-            raise Crash(f"planned crash at step {self.at_step}")
 
 
 def loader() -> DataLoader:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from strategy_helpers import QUIET, regression_data  # noqa: E402
+from strategy_helpers import QUIET, regression_data, run_torchrun  # noqa: E402
 from torch.utils.data import DataLoader
 
 import ember
@@ -291,8 +291,6 @@ print("rank", trainer.global_rank, "done", trainer.global_step)
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_torchrun_trains_and_async_checkpoint_is_complete_at_exit(tmp_path: Any) -> None:
-    import subprocess
-    import sys
     import textwrap
 
     from ember.plugins.strategies.fsdp_consolidate import consolidate
@@ -300,16 +298,7 @@ def test_torchrun_trains_and_async_checkpoint_is_complete_at_exit(tmp_path: Any)
     out, ckpt = str(tmp_path / "weights.pt"), str(tmp_path / "sharded")
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(TORCHRUN_SCRIPT.format(test_dir=os.path.dirname(__file__), out=out, ckpt=ckpt)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=80,
-        env=env,
-        cwd=tmp_path,
-    )
+    proc = run_torchrun(script, tmp_path, timeout=80)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rank 0 done 8" in proc.stdout and "rank 1 done 8" in proc.stdout
     expected = single_process_weights(epochs=2, global_batch=16)

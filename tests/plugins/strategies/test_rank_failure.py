@@ -9,15 +9,14 @@ after 300 s (torch's default collective timeout is 30 minutes).
 from __future__ import annotations
 
 import datetime
-import os
 import subprocess
-import sys
 import textwrap
 import time
 from typing import Any
 
 import pytest
 import torch
+from strategy_helpers import run_torchrun
 
 from ember.plugins.strategies.ddp import DDPStrategy
 from ember.plugins.strategies.rank_failure import DEFAULT_TIMEOUT
@@ -72,16 +71,7 @@ def torchrun(tmp_path: Any, mode: str, timeout: float | None, fault_tolerance: b
     """Run the job; returns it and the seconds from rank 1's failure (or hang) until the job ended."""
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(SCRIPT.format(mode=mode, timeout=timeout, fault_tolerance=fault_tolerance)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd=tmp_path,
-    )
+    proc = run_torchrun(script, tmp_path, timeout=240)
     ended = time.time()
     event = float((tmp_path / "event-time").read_text())
     return proc, ended - event

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+from strategy_helpers import Crash, SaveThenCrash
 from torch.utils.data import DataLoader, TensorDataset
 
 import ember
@@ -47,20 +48,6 @@ class IndexRecorder(ember.Module):
 
     def configure_optimizers(self) -> Any:
         return torch.optim.SGD(self.parameters(), lr=0.001)
-
-
-class Crash(Exception):
-    pass
-
-
-class SaveThenCrash(ember.Callback):
-    def __init__(self, path: str, at_step: int) -> None:
-        self.path, self.at_step = path, at_step
-
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.at_step:
-            trainer.save_checkpoint(self.path)
-            raise Crash(f"planned crash at step {self.at_step}")
 
 
 def loader(batch_size: int, shuffle: bool) -> DataLoader:
