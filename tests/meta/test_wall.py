@@ -231,7 +231,11 @@ def test_concrete_plugin_imports_are_found() -> None:
     assert sorted(h.split(":")[0] for h in hits) == ["line 3", "line 4", "line 5"]
 
 
-@pytest.mark.parametrize("name", ["trainer.py", "trainer_compat.py"])
+#: The Trainer class: trainer.py and the modules its mixins live in.
+TRAINER_FILES = ["trainer.py", "trainer_run.py", "trainer_properties.py", "trainer_checkpoint.py"]
+
+
+@pytest.mark.parametrize("name", [*TRAINER_FILES, "trainer_compat.py"])
 def test_early_stopping_is_not_found_by_class_name(name: str) -> None:
     source = (ROOT / "core" / name).read_text(encoding="utf-8")
     assert '"EarlyStopping"' not in source, f"core/{name}: find stopping callbacks by the StopsTraining protocol"
@@ -240,7 +244,7 @@ def test_early_stopping_is_not_found_by_class_name(name: str) -> None:
 def test_the_loops_probe_no_strategy_by_name() -> None:
     """Optional strategy capabilities are named protocols in ``ember.roles``
     (checked with ``isinstance``), not ``getattr(strategy, "name")`` probes."""
-    files = [ROOT / "core" / "trainer.py", *sorted((ROOT / "core" / "loops").glob("*.py"))]
+    files = [*(ROOT / "core" / name for name in TRAINER_FILES), *sorted((ROOT / "core" / "loops").glob("*.py"))]
     problems = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
