@@ -33,6 +33,13 @@ runs seven real-fit scenarios against the logger (short run, flush
 thresholds, several loggers, evaluation without fit, exception, SIGTERM and
 resume, SIGKILL); see docs/loggers.md, "Testing a logger".
 
+For role providers (accelerator, strategy, precision, checkpoint IO, cluster
+environment), ``check_accelerator``, ``check_accelerator_factory``,
+``check_strategy``, ``check_precision``, ``check_checkpoint_io`` and
+``check_cluster_environment`` run a provider through its role's contract on
+the CPU and raise :class:`RoleConformanceError` naming the broken promise;
+ember runs the same checks on every built-in provider.
+
 The plugin does nothing else: no hooks, no options, no collection changes.
 Importing it defines the fixtures and imports neither torch nor the rest of
 ember; the classes above load on first use (``from ember.testing import
@@ -61,13 +68,21 @@ __all__ = [
     "LoggerConformance",
     "LoggerSpec",
     "ResumeReport",
+    "RoleConformanceError",
     "Stored",
     "TinyDataModule",
     "TinyModule",
     "assert_survives_resume",
+    "check_accelerator",
+    "check_accelerator_factory",
+    "check_checkpoint_io",
+    "check_cluster_environment",
+    "check_precision",
+    "check_strategy",
     "hook_recorder",
     "make_trainer",
     "quiet_trainer",
+    "strategy_role_kwargs",
     "tiny_datamodule",
     "tiny_module",
 ]
@@ -76,9 +91,28 @@ __all__ = [
 _LAZY = frozenset({"QUIET_DEFAULTS", "HookCall", "HookRecorder", "ResumeReport", "TinyDataModule", "TinyModule", "quiet_trainer"})
 #: names served from ember.logger_conformance on first use (the logger conformance suite)
 _LAZY_CONFORMANCE = frozenset({"Handle", "KillBound", "LoggerConformance", "LoggerSpec", "Stored"})
+#: names served from ember.role_conformance(_strategy) on first use (behavioural checks of role providers)
+_LAZY_ROLES = frozenset(
+    {
+        "RoleConformanceError",
+        "check_accelerator",
+        "check_accelerator_factory",
+        "check_checkpoint_io",
+        "check_cluster_environment",
+        "check_precision",
+        "check_strategy",
+        "strategy_role_kwargs",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_ROLES:
+        from ember import role_conformance, role_conformance_strategy
+
+        value = getattr(role_conformance_strategy if "strategy" in name else role_conformance, name)
+        globals()[name] = value
+        return value
     if name in _LAZY_CONFORMANCE:
         from ember import logger_conformance
 
