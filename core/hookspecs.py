@@ -1,21 +1,18 @@
 """Every hook the ember kernel emits.
 
-This module is the contract between the kernel and its plugins. Each function
-below is a *hook specification*: its name is the hook, its parameters are what
-the kernel passes, its docstring says when it fires and what a return value
-means. Plugins implement hooks with :data:`ember.hookimpl`; a :class:`ember.Callback`
-implements them simply by overriding the method of the same name.
+This module is the contract between the kernel and its plugins. Each function below is a *hook
+specification*: its name is the hook, its parameters are what the kernel passes, its docstring says
+when it fires and what a return value means. Plugins implement hooks with :data:`ember.hookimpl`; a
+:class:`ember.Callback` implements them simply by overriding the method of the same name.
 
 Implementations may accept any prefix of the arguments (``def on_fit_start(self,
 trainer)`` is fine); pluggy-style implementations may accept any subset by name.
 
-Order: for every hook, the registered plugins and callbacks fire first, in the
-order the user listed the callbacks, and the module's own method of the same
-name (where it has one) fires last.
+Order: for every hook, the registered plugins and callbacks fire first, in the order the user listed
+the callbacks, and the module's own method of the same name (where it has one) fires last.
 
-Hooks marked **per-step** fire once per batch. The kernel resolves their
-implementations once at the start of each run into a plain tuple, so a
-per-step hook that nobody implements costs nothing.
+Hooks marked **per-step** fire once per batch. The kernel resolves their implementations once at the
+start of each run into a plain tuple, so a per-step hook that nobody implements costs nothing.
 
 The hook reference in ``docs/reference/hooks.md`` is generated from this file.
 """
@@ -60,8 +57,6 @@ PER_STEP_HOOKS: frozenset[str] = frozenset(
 
 
 # --------------------------------------------------------------------------- registration
-
-
 @hookspec
 def register_roles(registry: RoleRegistry) -> None:
     """Add named providers to ember's registries.
@@ -69,11 +64,10 @@ def register_roles(registry: RoleRegistry) -> None:
     Fires once each time a :class:`~ember.Trainer` resolves its stack, before
     any other hook, on every registered plugin.
 
-    :param registry: call ``registry.add(kind, name, factory)`` where ``kind``
-        is one of ``"accelerator"``, ``"strategy"``, ``"precision"``,
-        ``"checkpoint_io"``, ``"environment"``, ``"callback"``, ``"logger"``
-        and ``factory`` builds the provider (usually the class itself). Users
-        then pick it by ``name`` in the Trainer arguments or the stack file.
+    :param registry: call ``registry.add(kind, name, factory)`` where ``kind`` is one of
+        ``"accelerator"``, ``"strategy"``, ``"precision"``, ``"checkpoint_io"``, ``"environment"``,
+        ``"callback"``, ``"logger"`` and ``factory`` builds the provider (usually the class itself).
+        Users then pick it by ``name`` in the Trainer arguments or the stack file.
 
     The return value is ignored.
     """
@@ -96,8 +90,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- set-up and teardown
-
-
 @hookspec
 def setup(trainer: Trainer, module: Module, stage: str) -> None:
     """Fires at the beginning of ``fit``, ``validate``, ``test`` and ``predict``.
@@ -132,8 +124,6 @@ def on_exception(trainer: Trainer, module: Module, exception: BaseException) -> 
 
 
 # --------------------------------------------------------------------------- fit
-
-
 @hookspec
 def on_fit_start(trainer: Trainer, module: Module) -> None:
     """Fires once at the start of ``fit``, after ``setup`` and after the module
@@ -196,8 +186,7 @@ def on_train_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: An
     """**Per-step.** Fires after the training step of every batch, after the
     optimizer step when this batch completed an accumulation window.
 
-    :param outputs: what ``training_step`` returned (``None`` when skipped),
-        with the loss detached.
+    :param outputs: what ``training_step`` returned (``None`` when skipped), with the loss detached.
     :param batch: the batch.
     :param batch_idx: index of the batch within the epoch.
     """
@@ -236,8 +225,6 @@ def on_before_zero_grad(trainer: Trainer, module: Module, optimizer: torch.optim
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
 @hookspec
 def on_validation_start(trainer: Trainer, module: Module) -> None:
     """Fires when a validation run begins (sanity check included), after the
@@ -285,20 +272,17 @@ def on_validation_batch_end(trainer: Trainer, module: Module, outputs: Any, batc
 
 @hookspec
 def on_test_start(trainer: Trainer, module: Module) -> None:
-    """Fires when ``trainer.test`` begins its loop, after the module was put in
-    eval mode."""
+    """Fires when ``trainer.test`` begins its loop, after the module was put in eval mode."""
 
 
 @hookspec
 def on_test_end(trainer: Trainer, module: Module) -> None:
-    """Fires when the test loop ends, with its metrics in
-    ``trainer.callback_metrics``."""
+    """Fires when the test loop ends, with its metrics in ``trainer.callback_metrics``."""
 
 
 @hookspec
 def on_test_epoch_start(trainer: Trainer, module: Module) -> None:
-    """Fires after ``on_test_start``, before the first test batch of the first
-    test dataloader."""
+    """Fires after ``on_test_start``, before the first test batch of the first test dataloader."""
 
 
 @hookspec
@@ -346,8 +330,7 @@ def on_predict_epoch_start(trainer: Trainer, module: Module) -> None:
 
 @hookspec
 def on_predict_epoch_end(trainer: Trainer, module: Module) -> None:
-    """Fires after the last predict batch of every predict dataloader, before
-    ``on_predict_end``."""
+    """Fires after the last predict batch of every predict dataloader, before ``on_predict_end``."""
 
 
 @hookspec
@@ -373,16 +356,13 @@ def on_predict_batch_end(trainer: Trainer, module: Module, outputs: Any, batch: 
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-
 @hookspec
 def on_save_checkpoint(trainer: Trainer, module: Module, checkpoint: dict[str, Any]) -> None:
     """Fires while a checkpoint is being assembled, before it is written.
 
-    :param checkpoint: the checkpoint dictionary; add entries to it to save
-        state of your own. Values must be tensors, numbers, strings, ``None``
-        or lists/tuples/dicts of those, since checkpoints are loaded with
-        ``torch.load(weights_only=True)``.
+    :param checkpoint: the checkpoint dictionary; add entries to it to save state of your own.
+        Values must be tensors, numbers, strings, ``None`` or lists/tuples/dicts of those, since
+        checkpoints are loaded with ``torch.load(weights_only=True)``.
     """
 
 
@@ -396,14 +376,11 @@ def on_load_checkpoint(trainer: Trainer, module: Module, checkpoint: dict[str, A
 
 
 # --------------------------------------------------------------------------- observers
-
-
 @hookspec
 def on_log_metrics(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
-    """Fires when logged metrics are due to be written: every
-    ``log_every_n_steps`` optimizer steps for step-level values, and at the
-    end of each epoch or evaluation run for epoch-level ones. Fires on the
-    global-zero process only. Loggers implement it.
+    """Fires when logged metrics are due to be written: every ``log_every_n_steps`` optimizer steps
+    for step-level values, and at the end of each epoch or evaluation run for epoch-level ones.
+    Fires on the global-zero process only. Loggers implement it.
 
     :param metrics: metric name to value, already converted to Python floats.
     :param step: the global step the values belong to (monotonic during fit).
@@ -412,9 +389,8 @@ def on_log_metrics(trainer: Trainer, metrics: dict[str, float], step: int) -> No
 
 @hookspec
 def on_log_hyperparams(trainer: Trainer, params: dict[str, Any]) -> None:
-    """Fires once at the start of ``fit``/``validate``/``test`` with the
-    module's (and the DataModule's) saved hyperparameters, on the global-zero
-    process only.
+    """Fires once at the start of ``fit``/``validate``/``test`` with the module's (and the
+    DataModule's) saved hyperparameters, on the global-zero process only.
 
     :param params: hyperparameter name to value.
     """
