@@ -143,7 +143,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         """Processes per node."""
         if self.parallel_devices is not None:
             return len(self.parallel_devices)
-        if self._uses_external_launcher():
+        if self.uses_external_launcher:
             return max(1, self.environment.world_size() // max(self.num_nodes, 1))
         raise ValueError(
             f"{type(self).__name__} was built without devices, and no launcher (torchrun, srun) started this process, "
@@ -151,8 +151,11 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
             "(Trainer(devices=...) is not handed to strategy objects), or use strategy='ddp' with Trainer(devices=N)."
         )
 
-    def _uses_external_launcher(self) -> bool:
-        """Whether something outside ember started the processes of this job."""
+    @property
+    def uses_external_launcher(self) -> bool:
+        """Whether something outside ember (``torchrun``, ``srun``: ``RANK`` or a
+        world size above one in the environment) started the processes of this
+        job. Never for ``ddp_spawn``, whose processes ember always starts."""
         if self.always_spawn:
             return False
         env = self.environment
@@ -164,10 +167,37 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         return "RANK" in os.environ
 
     @property
+    def ranks(self) -> tuple[int, int, int, int] | None:
+        """``(global rank, local rank, node rank, world size)`` of this process once
+        known (after ``setup_environment``, or in a worker a launcher started),
+        else ``None``."""
+        return self._ranks
+
+    @property
+    def spawned_worker(self) -> bool:
+        """Whether this process is a worker that a launcher (ember's spawn
+        launcher, or a third party's) started: see :meth:`adopt_spawned_ranks`."""
+        return self._spawned_worker
+
+    def adopt_spawned_ranks(self, global_rank: int, local_rank: int, node_rank: int, world_size: int) -> None:
+        """Called by a launcher in each worker process it started, before the
+        stage runs: the strategy takes these ranks instead of asking the
+        cluster environment, and leaves the teardown at exit to the launcher."""
+        self._spawned_worker = True
+        self._ranks = (global_rank, local_rank, node_rank, world_size)
+
+    def gather_final_state(self, module: torch.nn.Module | None) -> None:
+        """Called by the spawn launcher on every rank once the stage ran in a
+        worker, before rank zero ships the run back (:func:`ember.launch.ship_run`).
+        A strategy whose ``module_state_dict`` is a collective (fsdp, ZeRO-3)
+        gathers the full weights here, so rank zero can ship them on its own.
+        DDP holds full weights on every rank: nothing to do."""
+
+    @property
     def world_size(self) -> int:  # type: ignore[override]
         if self._ranks is not None:
             return self._ranks[3]
-        if self._uses_external_launcher():
+        if self.uses_external_launcher:
             return self.environment.world_size()
         return self.num_processes * self.num_nodes
 
@@ -175,13 +205,13 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     def global_rank(self) -> int:  # type: ignore[override]
         if self._ranks is not None:
             return self._ranks[0]
-        return self.environment.global_rank() if self._uses_external_launcher() else 0
+        return self.environment.global_rank() if self.uses_external_launcher else 0
 
     @property
     def local_rank(self) -> int:  # type: ignore[override]
         if self._ranks is not None:
             return self._ranks[1]
-        return self.environment.local_rank() if self._uses_external_launcher() else 0
+        return self.environment.local_rank() if self.uses_external_launcher else 0
 
     @property
     def node_rank(self) -> int:  # type: ignore[override]
@@ -200,7 +230,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
     # ----------------------------------------------------------------- set-up
     def setup_environment(self) -> None:
         if self._ranks is None:
-            if self._uses_external_launcher():
+            if self.uses_external_launcher:
                 env = self.environment
                 self._ranks = (env.global_rank(), env.local_rank(), env.node_rank(), env.world_size())
                 expected = (len(self.parallel_devices) if self.parallel_devices else 0) * self.num_nodes

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from ember.plugin_manager import hookimpl
-from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher, TrainingStepModule, unwrap_module
+from ember.plugins.strategies.ddp import DDPStrategy, TrainingStepModule, unwrap_module
 from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_full_weights, load_model_states
 from ember.plugins.strategies.deepspeed_config import apply_runtime_options, build_config, collect_options
 from ember.strategies import lightning_aliases
@@ -154,31 +154,6 @@ class _DeepSpeedPrecision:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-class _RunThenGather:
-    """What the spawn launcher runs in each worker: the trainer's stage, then
-    (ZeRO-3) a collective gather of the full weights on every rank, so that
-    rank zero can ship them back without a collective of its own."""
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.function = function
-        self.__self__ = function.__self__  # the launcher's worker finds the trainer here
-
-    def __call__(self, *args: Any) -> Any:
-        result = self.function(*args)
-        trainer = self.__self__
-        strategy = trainer.strategy
-        if strategy.engine is not None and strategy.zero_stage == 3 and trainer.module is not None:
-            strategy._final_state = strategy.module_state_dict(trainer.module)
-        return result
-
-
-class _DeepSpeedLauncher(SpawnLauncher):
-    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
-        if getattr(function, "__self__", None) is not None:
-            function = _RunThenGather(function)
-        return super().launch(function, *args)
 
 
 class DeepSpeedStrategy(DDPStrategy):
@@ -296,7 +271,6 @@ class DeepSpeedStrategy(DDPStrategy):
         self._in_step = False
         self._pending_load: tuple[str | None, dict[str, Any]] | None = None
         self._final_state: dict[str, Any] | None = None
-        self.launcher = _DeepSpeedLauncher(self)
 
     # precision: wrap whatever the trainer resolved
     @property
@@ -442,6 +416,12 @@ class DeepSpeedStrategy(DDPStrategy):
         params = list(user.parameters())
         with zero.GatheredParameters(params, modifier_rank=None):
             return {k: v.detach().clone() for k, v in user.state_dict().items()}
+
+    def gather_final_state(self, module: torch.nn.Module | None) -> None:
+        """ZeRO-3: gather the full weights on every rank at the end of a spawned
+        stage, so that rank zero ships them back without a collective of its own."""
+        if self.engine is not None and self.zero_stage == 3 and module is not None:
+            self._final_state = self.module_state_dict(module)
 
     # ----------------------------------------------------------------- checkpoints
     @staticmethod

@@ -50,7 +50,7 @@ import torch.distributed as dist
 
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies import safe_dcp
-from ember.plugins.strategies.ddp import DDPStrategy, SpawnLauncher
+from ember.plugins.strategies.ddp import DDPStrategy
 from ember.plugins.strategies.fsdp_options import (
     apply_activation_checkpointing,
     cast_buffers,
@@ -187,7 +187,6 @@ class FSDPStrategy(DDPStrategy):
         self._finish_save: Callable[[], None] | None = None
         self._ckpt_group: Any = None
         self._final_state: dict[str, Any] | None = None
-        self.launcher = _FSDPSpawnLauncher(self)
 
     # ----------------------------------------------------------------- set-up
     def setup_environment(self) -> None:
@@ -197,7 +196,7 @@ class FSDPStrategy(DDPStrategy):
             # The background writer runs collectives; on its own group they cannot
             # interleave with the training's collectives on the default group.
             self._ckpt_group = dist.new_group(backend="gloo")
-        if not self._spawned_worker:
+        if not self.spawned_worker:
             atexit.register(self.wait_for_checkpoint)
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -266,6 +265,14 @@ class FSDPStrategy(DDPStrategy):
             self._group_ready("gathering the full weights")  # raises once this rank failed
             return self.full_state_dict(module)
         return module.state_dict()
+
+    def gather_final_state(self, module: torch.nn.Module | None) -> None:
+        """At the end of a spawned stage, on every rank (a collective): finish a
+        background save, then gather the full weights that rank zero ships back."""
+        self.wait_for_checkpoint()
+        if module is not None and _is_sharded(module):
+            state = self.full_state_dict(module)
+            self._final_state = state if self.is_global_zero else None
 
     # ----------------------------------------------------------------- saving
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
@@ -479,35 +486,6 @@ def _is_sharded(module: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)
-
-
-# --------------------------------------------------------------------------- the spawn launcher
-
-
-class _GatherAtEnd:
-    """Runs a worker's stage, then (on every rank: it is a collective) gathers
-    the full weights that rank zero ships back to the calling process."""
-
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.function = function
-        self.__self__ = getattr(function, "__self__", None)
-
-    def __call__(self, *args: Any) -> Any:
-        result = self.function(*args)
-        trainer = self.__self__
-        if trainer is not None:
-            strategy = trainer.strategy
-            strategy.wait_for_checkpoint()
-            module = getattr(trainer, "module", None)
-            if module is not None and _is_sharded(module):
-                state = strategy.full_state_dict(module)
-                strategy._final_state = state if strategy.is_global_zero else None
-        return result
-
-
-class _FSDPSpawnLauncher(SpawnLauncher):
-    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
-        return super().launch(_GatherAtEnd(function), *args)
 
 
 @hookimpl

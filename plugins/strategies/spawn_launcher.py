@@ -16,7 +16,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -37,22 +37,50 @@ def find_free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class SpawnableStrategy(Protocol):
+    """What :class:`SpawnLauncher` uses of its strategy (``DDPStrategy`` has all of it)."""
+
+    num_processes: int  # processes per node
+    num_nodes: int
+    environment: Any  # the cluster environment: node_rank(), main_address, main_port (several nodes)
+    always_spawn: bool  # start processes even when one would do (ddp_spawn)
+    # optional: start_method, "popen" (ember's spawn; the default), "spawn", "fork" or "forkserver"
+
+    @property
+    def uses_external_launcher(self) -> bool: ...
+
+    @property
+    def spawned_worker(self) -> bool: ...
+
+    @property
+    def ranks(self) -> tuple[int, int, int, int] | None: ...
+
+    def adopt_spawned_ranks(self, global_rank: int, local_rank: int, node_rank: int, world_size: int) -> None: ...
+
+    def gather_final_state(self, module: Any) -> None: ...
+
+    def barrier(self, name: str | None = None) -> None: ...
+
+    def teardown(self) -> None: ...
+
+
 class SpawnLauncher:
     """Starts the processes of a run and brings rank zero's results back (the
-    :class:`ember.roles.Launcher` of the built-in parallel strategies; fsdp
-    and deepspeed subclass it). ``strategy`` needs ``num_processes``,
-    ``num_nodes``, ``environment``, ``always_spawn``, ``barrier`` and ``teardown``."""
+    :class:`ember.roles.Launcher` of the built-in parallel strategies: ddp,
+    ddp_spawn, fsdp and deepspeed). ``strategy`` is a :class:`SpawnableStrategy`:
+    everything the launcher asks of it is public, so a third-party strategy can
+    use this launcher as the built-ins do."""
 
-    def __init__(self, strategy: Any) -> None:
+    def __init__(self, strategy: SpawnableStrategy) -> None:
         self.strategy = strategy
 
     def should_launch(self) -> bool:
         s = self.strategy
-        if s._spawned_worker or s._ranks is not None:
+        if s.spawned_worker or s.ranks is not None:
             return False
         if s.always_spawn:
             return True
-        if s._uses_external_launcher():
+        if s.uses_external_launcher:
             return False
         return s.num_processes * s.num_nodes > 1
 
@@ -161,9 +189,10 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
         trainer = getattr(function, "__self__", None)
         strategy = trainer.strategy if trainer is not None else None
         if strategy is not None:
-            strategy._spawned_worker = True
-            strategy._ranks = (global_rank, local_rank, node_rank, world_size)
+            strategy.adopt_spawned_ranks(global_rank, local_rank, node_rank, world_size)
         result = function(*args)
+        if strategy is not None:
+            strategy.gather_final_state(trainer.module)  # every rank: it may be a collective
         if global_rank == 0:
             shipped = ship_run(trainer, result)
             path = os.path.join(workdir, "result.pt")

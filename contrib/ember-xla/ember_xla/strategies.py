@@ -195,6 +195,15 @@ class XLADDPStrategy(XLAStrategy):
 
     # ----------------------------------------------------------------- topology
     @property
+    def in_worker(self) -> bool:
+        """Whether this is a replica a launcher started (ranks then come from the runtime)."""
+        return self._in_worker
+
+    def become_replica(self) -> None:
+        """Called by a launcher in each replica it started, before the stage runs."""
+        self._in_worker = True
+
+    @property
     def expected_world_size(self) -> int:
         return max(len(self.parallel_devices), 1) * self.num_nodes
 
@@ -368,7 +377,7 @@ class XLALauncher:
         self.strategy = strategy
 
     def should_launch(self) -> bool:
-        return not self.strategy._in_worker
+        return not self.strategy.in_worker
 
     def launch(self, function: Callable[..., Any], *args: Any) -> Any:
         # Shipping a trainer to the replicas and its results back: ember's public
@@ -404,7 +413,7 @@ def _replica(index: int, payload: bytes, workdir: str) -> None:
     trainer = getattr(function, "__self__", None)
     strategy = getattr(trainer, "strategy", None)
     if isinstance(strategy, XLADDPStrategy):
-        strategy._in_worker = True
+        strategy.become_replica()
     result = function(*args)
     if strategy is None or strategy.is_global_zero:
         shipped = ship_run(trainer, result)
