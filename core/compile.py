@@ -21,8 +21,10 @@ a plain run pays one ``sys.modules`` lookup per ``fit``.
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +56,53 @@ def accept(model: Any, fn: str = "fit") -> Any:
     if getattr(inner, "_compiled_call_impl", None) is None:
         # The OptimizedModule's own context, so the user's backend/mode/options apply.
         inner._compiled_call_impl = model.dynamo_ctx(inner._call_impl)
+        inner.__dict__[_RECORD] = _CompiledCall(inner, model.dynamo_ctx)
     return inner
+
+
+#: the module attribute holding the :class:`_CompiledCall` that :func:`accept` installed
+_RECORD = "_ember_compiled_call"
+
+
+class _CompiledCall:
+    """Kept on a module :func:`accept` switched to its compiled call, so that
+    a pickled copy is compiled too. ``torch.nn.Module`` drops
+    ``_compiled_call_impl`` when pickled, and ``ddp_spawn`` (fsdp, deepspeed)
+    pickle the module to start their worker processes: without this the
+    workers would train the plain module. Unpickling reinstalls the call from
+    the same dynamo context (backend, mode, options) on the copy; a context
+    that does not pickle (a backend defined in a function) leaves the copy
+    plain, with a warning."""
+
+    def __init__(self, module: Any, dynamo_ctx: Any) -> None:
+        self.module = module
+        self.dynamo_ctx = dynamo_ctx
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.module.__dict__.get("_compiled_call_impl") is None:  # switched off since
+            return _no_record, ()
+        try:
+            pickle.dumps(self.dynamo_ctx)
+        except Exception as exc:
+            warnings.warn(
+                f"A copy of the compiled {type(self.module).__name__} (e.g. for a worker process) runs uncompiled: its "
+                f"torch.compile backend does not pickle ({type(exc).__name__}: {exc}). Use a backend given by name, or "
+                "pass the plain module with the Compile callback, which compiles in each process.",
+                stacklevel=2,
+            )
+            return _no_record, ()
+        return _reinstall, (self.module, self.dynamo_ctx)
+
+
+def _reinstall(module: Any, dynamo_ctx: Any) -> _CompiledCall:
+    # Runs while ``module`` is being unpickled (its state follows; torch's
+    # ``__setstate__`` keeps this entry, as ``__getstate__`` left it out).
+    module.__dict__["_compiled_call_impl"] = dynamo_ctx(module._call_impl)
+    return _CompiledCall(module, dynamo_ctx)
+
+
+def _no_record() -> None:
+    return None
 
 
 def strip_compiled_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +110,86 @@ def strip_compiled_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     keys removed (for weights saved from ``torch.compile(m).state_dict()``)."""
     n = len(COMPILED_PREFIX)
     return {k[n:] if k.startswith(COMPILED_PREFIX) else k: v for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------- the step, compiled
+class CompiledOptimizerStep:
+    """What ``optimizer.step`` becomes under ``Compile(optimizer_step=True)``:
+    the closure (forward, backward, unscaling, ``on_before_optimizer_step``,
+    clipping) runs eagerly first, as ``torch.optim`` optimizers run it, then
+    the parameter update runs through ``torch.compile``. Installed as an
+    attribute of the optimizer object, so every caller (the precision
+    plugin, ``GradScaler.step``, ``self.optimizers().step()``) gets it, and
+    removed by :func:`restore_optimizer_step`. The optimizer's state dict,
+    and with it checkpoints and resume, are untouched."""
+
+    def __init__(self, optimizer: Any, **compile_kwargs: Any) -> None:
+        import torch
+
+        self.optimizer = optimizer
+        self.eager_step = optimizer.step  # the class's step with its hooks, or an LR scheduler's wrapper of it
+        #: what ``optimizer.step`` was in the object's own attributes (an LR scheduler's wrapper), to put back
+        self.previous = optimizer.__dict__.get("step")
+        if getattr(self.eager_step, "_wrapped_by_lr_sched", False):
+            self._wrapped_by_lr_sched = True  # what the scheduler checks for on every step
+        self.compiled_update = torch.compile(self._update, **compile_kwargs)
+
+    def _update(self) -> Any:
+        return self.eager_step()
+
+    def __call__(self, closure: Any = None, **kwargs: Any) -> Any:
+        if kwargs:  # e.g. GradScaler's grad_scale/found_inf for fused optimizers: not compiled
+            return self.eager_step(closure, **kwargs)
+        loss = None
+        if closure is not None:
+            import torch
+
+            with torch.enable_grad():
+                loss = closure()
+        self.compiled_update()
+        return loss
+
+
+#: optimizers whose ``step`` calls the closure more than once: left eager
+EAGER_ONLY_OPTIMIZERS = ("LBFGS",)
+
+
+def compile_optimizer_step(optimizer: Any, **compile_kwargs: Any) -> bool:
+    """Replace ``optimizer.step`` by a :class:`CompiledOptimizerStep`; False
+    (nothing done) for an optimizer that re-evaluates its closure (LBFGS) or
+    one already compiled."""
+    if type(optimizer).__name__ in EAGER_ONLY_OPTIMIZERS or isinstance(optimizer.__dict__.get("step"), CompiledOptimizerStep):
+        return False
+    optimizer.step = CompiledOptimizerStep(optimizer, **compile_kwargs)
+    return True
+
+
+def restore_optimizer_step(optimizer: Any) -> None:
+    """Undo :func:`compile_optimizer_step` (the class's ``step`` again)."""
+    step = optimizer.__dict__.get("step")
+    if isinstance(step, CompiledOptimizerStep):
+        if step.previous is None:
+            del optimizer.__dict__["step"]
+        else:
+            optimizer.__dict__["step"] = step.previous
+
+
+def compile_training_step(module: Any, **compile_kwargs: Any) -> None:
+    """Run ``module.training_step`` (forward and loss together) through
+    ``torch.compile``: an attribute of the module object, which the trainer's
+    step calls when no strategy wraps the module; removed by
+    :func:`restore_training_step`."""
+    import torch
+
+    compiled = torch.compile(type(module).training_step.__get__(module), **compile_kwargs)
+    compiled._ember_compiled_step = True
+    module.__dict__["training_step"] = compiled
+
+
+def restore_training_step(module: Any) -> None:
+    """Undo :func:`compile_training_step`."""
+    if getattr(module.__dict__.get("training_step"), "_ember_compiled_step", False):
+        del module.__dict__["training_step"]
 
 
 # --------------------------------------------------------------------------- the report

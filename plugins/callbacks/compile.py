@@ -19,14 +19,28 @@ A module that is already compiled (``trainer.fit(torch.compile(module))``,
 or ``module.compile()`` before ``fit``) is left as it is and only reported on.
 Compiling costs nothing per step on ember's side: the compiled call is
 what ``module(x)`` runs. See docs/compile.md for when compiling pays.
+
+Two opt-ins compile more of the step, from ``on_fit_start`` (the optimizers
+exist and any checkpoint is restored) to ``teardown``:
+``optimizer_step=True`` compiles each optimizer's parameter update (the
+closure with forward, backward and clipping stays eager; LBFGS stays eager),
+``training_step=True`` compiles ``training_step`` as a whole (forward and
+loss in one graph; only where no strategy wraps the module).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ember.callback import Callback
-from ember.compile import CompileStats
+from ember.compile import (
+    CompileStats,
+    compile_optimizer_step,
+    compile_training_step,
+    restore_optimizer_step,
+    restore_training_step,
+)
 from ember.plugin_manager import hookimpl
 
 if TYPE_CHECKING:
@@ -46,6 +60,10 @@ class Compile(Callback):
         lets dynamo decide after a shape changes.
     :param options: backend options (not together with ``mode``).
     :param verbose: print the report at the end of the run.
+    :param optimizer_step: also compile the optimizers' parameter updates
+        (``fit`` only; same backend and options, ``fullgraph=False``).
+    :param training_step: also compile ``training_step`` as a whole (``fit``
+        only; single-process strategies).
     """
 
     def __init__(
@@ -56,6 +74,8 @@ class Compile(Callback):
         dynamic: bool | None = None,
         options: dict[str, Any] | None = None,
         verbose: bool = True,
+        optimizer_step: bool = False,
+        training_step: bool = False,
     ) -> None:
         if mode is not None and options is not None:
             raise ValueError("Compile(mode=..., options=...): torch.compile takes one or the other; put the mode's settings in options.")
@@ -65,8 +85,12 @@ class Compile(Callback):
         if options is not None:
             self.kwargs["options"] = options
         self.verbose = verbose
+        self.optimizer_step = optimizer_step
+        self.training_step = training_step
         self.stats: CompileStats | None = None
         self._installed = False
+        self._steps: list[Any] = []  # optimizers whose step this callback compiled
+        self._step_module: Any = None  # the module whose training_step it compiled
 
     def setup(self, trainer: Trainer, module: Module, stage: str) -> None:
         self._installed = getattr(module, "_compiled_call_impl", None) is None
@@ -74,10 +98,31 @@ class Compile(Callback):
             module.compile(**self.kwargs)
         self.stats = CompileStats().start()
 
+    def on_fit_start(self, trainer: Trainer, module: Module) -> None:
+        if self.optimizer_step:
+            kwargs = {**self.kwargs, "fullgraph": False}
+            self._steps = [opt for opt in trainer.optimizers if compile_optimizer_step(opt, **kwargs)]
+        if self.training_step:
+            if trainer.state.placed_module is not module:
+                warnings.warn(
+                    f"Compile(training_step=True) does nothing under strategy {type(trainer.strategy).__name__}: it wraps the "
+                    "module and calls training_step itself. The forward is compiled; drop training_step=True.",
+                    stacklevel=2,
+                )
+            else:
+                compile_training_step(module, **self.kwargs)
+                self._step_module = module
+
     def teardown(self, trainer: Trainer, module: Module, stage: str) -> None:
         if self._installed:
             module._compiled_call_impl = None
             self._installed = False
+        for opt in self._steps:
+            restore_optimizer_step(opt)
+        self._steps = []
+        if self._step_module is not None:
+            restore_training_step(self._step_module)
+            self._step_module = None
         if self.stats is None:
             return
         self.stats.stop()
@@ -85,7 +130,8 @@ class Compile(Callback):
             print(self.stats.report(f"Compile ({stage})"), flush=True)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+        extra = {"optimizer_step": self.optimizer_step, "training_step": self.training_step}
+        args = ", ".join(f"{k}={v!r}" for k, v in {**self.kwargs, **extra}.items() if k in self.kwargs or v)
         return f"Compile({args})"
 
 
