@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from ember.tensors import apply_to_tensors
+
 __all__ = ["FORMATS", "ExportError", "export", "to_onnx", "to_torch_export"]
 
 #: The formats :func:`export` (and ``ember export --format``) knows, with their usual file suffix.
@@ -78,42 +80,22 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to_device(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_to_device(o, device) for o in obj]
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    return obj
+    return apply_to_tensors(obj, lambda t: t.to(device))
 
 
 def _at_least_two(obj: Any) -> Any:
     """Tensors whose first dimension is 1, repeated to 2: ``torch.export``
     specialises size-1 dimensions, so a dynamic batch is traced on two rows."""
-    if isinstance(obj, torch.Tensor):
-        if obj.dim() > 0 and obj.shape[0] == 1:
-            return torch.cat([obj, obj])
-        return obj
-    if isinstance(obj, tuple):
-        return tuple(_at_least_two(o) for o in obj)
-    if isinstance(obj, list):
-        return [_at_least_two(o) for o in obj]
-    if isinstance(obj, Mapping):
-        return {k: _at_least_two(v) for k, v in obj.items()}
-    return obj
+    return apply_to_tensors(obj, lambda t: torch.cat([t, t]) if t.dim() > 0 and t.shape[0] == 1 else t)
+
+
+def _none(obj: Any) -> None:
+    return None
 
 
 def _batch_shapes(obj: Any, batch: Any) -> Any:
     """``dynamic_shapes`` for ``torch.export`` that make dimension 0 of every tensor ``batch``."""
-    if isinstance(obj, torch.Tensor):
-        return {0: batch} if obj.dim() > 0 else None
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_batch_shapes(o, batch) for o in obj)
-    if isinstance(obj, Mapping):
-        return {k: _batch_shapes(v, batch) for k, v in obj.items()}
-    return None
+    return apply_to_tensors(obj, lambda t: {0: batch} if t.dim() > 0 else None, _none)
 
 
 def _dynamic_shapes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ember.tensors import apply_to_tensors
+
 
 class BatchTransferHooks:
     """The batch-transfer hooks of :class:`ember.Module` and :class:`ember.DataModule`
@@ -59,25 +61,19 @@ class ModuleCompatMixin(BatchTransferHooks):
         if group is not None:
             raise ValueError("all_gather(group=...) is not supported: ember gathers over all processes.")
 
-        def gather(x: Any) -> Any:
-            if isinstance(x, (int, float, bool)):
-                x = torch.tensor(x, device=self.device)  # type: ignore[attr-defined]
-            if isinstance(x, torch.Tensor):
-                if trainer is None or trainer.world_size == 1:
-                    return x
-                if sync_grads:
-                    import torch.distributed.nn.functional as dist_fn
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            if trainer is None or trainer.world_size == 1:
+                return x
+            if sync_grads:
+                import torch.distributed.nn.functional as dist_fn
 
-                    return torch.stack(dist_fn.all_gather(x))
-                return trainer.strategy.all_gather(x)
-            if isinstance(x, dict):
-                return type(x)((k, gather(v)) for k, v in x.items())
-            if isinstance(x, (list, tuple)):
-                items = [gather(v) for v in x]
-                return type(x)(*items) if hasattr(x, "_fields") else type(x)(items)
-            return x
+                return torch.stack(dist_fn.all_gather(x))
+            return trainer.strategy.all_gather(x)
 
-        return gather(data)
+        def gather_number(x: Any) -> Any:
+            return gather(torch.tensor(x, device=self.device)) if isinstance(x, (int, float, bool)) else x  # type: ignore[attr-defined]
+
+        return apply_to_tensors(data, gather, gather_number)
 
     # ------------------------------------------------------------------ model construction
     def configure_model(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ember.plugin_manager import hookimpl
+from ember.tensors import apply_to_tensors
 
 # nullcontext is reentrant and stateless: one instance serves every step.
 _NO_CONTEXT = contextlib.nullcontext()
@@ -58,14 +59,8 @@ class TruePrecision:
 
 
 def _cast_floats(data: Any, dtype: torch.dtype) -> Any:
-    if isinstance(data, torch.Tensor):
-        return data.to(dtype) if data.is_floating_point() else data
-    if isinstance(data, (list, tuple)):
-        cast = [_cast_floats(d, dtype) for d in data]
-        return type(data)(*cast) if hasattr(data, "_fields") else type(data)(cast)
-    if isinstance(data, dict):
-        return type(data)((k, _cast_floats(v, dtype)) for k, v in data.items())
-    return data
+    """``data`` with its floating-point tensors in ``dtype`` (the kernel's walker keeps the containers)."""
+    return apply_to_tensors(data, lambda t: t.to(dtype) if t.is_floating_point() else t)
 
 
 def double_precision() -> TruePrecision:

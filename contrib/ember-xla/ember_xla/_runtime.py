@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from ember import tensors
+
 
 class XLAUnavailableError(RuntimeError):
     """torch_xla is missing, does not import, or has no device configured."""
@@ -147,12 +149,5 @@ def is_available() -> bool:
 
 
 def to_cpu(value: Any) -> Any:
-    """``value`` with every tensor moved to the CPU (containers rebuilt)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return type(value)((k, to_cpu(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        moved = [to_cpu(v) for v in value]
-        return type(value)(*moved) if hasattr(value, "_fields") else type(value)(moved)
-    return value
+    """``value`` with every tensor moved to the CPU (containers rebuilt): ember's own walker."""
+    return tensors.to_cpu(value)
