@@ -29,6 +29,7 @@ class TrainerRunMixin:
     """Mixed into :class:`ember.Trainer`: ``fit``/``validate``/``test``/``predict``
     call ``_run``; a launcher's worker processes call ``_run_stage``."""
 
+    # ------------------------------------------------------------------ run orchestration
     def _run(
         self,
         fn: str,
@@ -96,6 +97,7 @@ class TrainerRunMixin:
                 self._note_origin(exc)
                 raise
 
+    # ------------------------------------------------------------------ set-up
     def _setup(self, stage: str, ckpt_path: str | None) -> None:
         module = self.module
         assert module is not None
