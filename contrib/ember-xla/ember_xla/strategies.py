@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -32,12 +30,12 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Ra
 
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
 from ember_xla import _runtime
+from ember_xla.launcher import XLALauncher, XLAWorkerError, spawn_function  # noqa: F401  (re-exported)
+
+#: The older name, kept for imports of ``ember_xla.strategies._spawn_function``.
+_spawn_function = spawn_function
 
 _REDUCE_TYPES = {"sum": "REDUCE_SUM", "mean": "REDUCE_SUM", "avg": "REDUCE_SUM", "max": "REDUCE_MAX", "min": "REDUCE_MIN"}
-
-
-class XLAWorkerError(RuntimeError):
-    """A replica of an ``xla_ddp`` run failed; the message says which error."""
 
 
 def sync(xla: Any) -> None:
@@ -177,17 +175,14 @@ class XLADDPStrategy(XLAStrategy):
         use_distributed_sampler: bool = True,
         start_method: str = "spawn",
     ) -> None:
-        SingleDeviceStrategy.__init__(self, accelerator, precision, checkpoint_io, environment, device=torch.device("xla", 0))
+        # xla:0 until each replica's set-up picks its own device
+        super().__init__(accelerator, precision, checkpoint_io, environment)
         if isinstance(devices, int):
             devices = [torch.device("xla", i) for i in range(devices)]
         self.parallel_devices: list[torch.device] = list(devices) if devices else []
         self.num_nodes = int(num_nodes)
         self.use_distributed_sampler = use_distributed_sampler
         self.start_method = start_method
-        self._needs_transfer = True
-        self.moves_batches = True
-        self._optimizers = []
-        self._xla = None
         #: True inside a replica started by the launcher: ranks then come from the runtime.
         self._in_worker = False
         self._warned: set[str] = set()
@@ -356,67 +351,3 @@ def rebuild_with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
         if hasattr(loader, optional):
             options[optional] = getattr(loader, optional)
     return DataLoader(loader.dataset, sampler=sampler, **options)
-
-
-# --------------------------------------------------------------------------- the launcher
-
-
-def _spawn_function(xla: Any) -> Callable[..., Any]:
-    """``torch_xla.launch`` (2.6 and later), else ``xmp.spawn``."""
-    launch = getattr(xla.torch_xla, "launch", None)
-    if callable(launch):
-        return launch
-    return xla.xmp.spawn
-
-
-class XLALauncher:
-    """Starts the replicas of an ``xla_ddp`` run through torch_xla and brings
-    rank zero's results back to the calling process."""
-
-    def __init__(self, strategy: XLADDPStrategy) -> None:
-        self.strategy = strategy
-
-    def should_launch(self) -> bool:
-        return not self.strategy.in_worker
-
-    def launch(self, function: Callable[..., Any], *args: Any) -> Any:
-        # Shipping a trainer to the replicas and its results back: ember's public
-        # launch helpers, the ones its own ddp_spawn uses.
-        from ember.launch import dumps, load_shipped_run
-
-        strategy = self.strategy
-        trainer = getattr(function, "__self__", None)
-        spawn = _spawn_function(strategy.xla)
-        workdir = tempfile.mkdtemp(prefix="ember-xla-")
-        try:
-            payload = dumps((function, args))
-            try:
-                spawn(_replica, args=(payload, workdir), start_method=strategy.start_method)
-            except Exception as exc:
-                raise XLAWorkerError(f"xla_ddp: a replica failed with {type(exc).__name__}: {exc}") from exc
-            result_path = os.path.join(workdir, "result.pt")
-            if not os.path.isfile(result_path):
-                raise XLAWorkerError("xla_ddp: the replicas ended without an error, but rank 0 wrote no result.")
-            shipped = torch.load(result_path, weights_only=False)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if trainer is not None:
-            load_shipped_run(trainer, shipped)
-        return shipped["return"]
-
-
-def _replica(index: int, payload: bytes, workdir: str) -> None:
-    """What each replica runs (module level, so the spawn start method can import it)."""
-    from ember.launch import ship_run
-
-    function, args = pickle.loads(payload)  # per replica: threads of one process get their own copies too
-    trainer = getattr(function, "__self__", None)
-    strategy = getattr(trainer, "strategy", None)
-    if isinstance(strategy, XLADDPStrategy):
-        strategy.become_replica()
-    result = function(*args)
-    if strategy is None or strategy.is_global_zero:
-        shipped = ship_run(trainer, result)
-        path = os.path.join(workdir, "result.pt")
-        torch.save(shipped, path + ".tmp")
-        os.replace(path + ".tmp", path)

@@ -361,3 +361,25 @@ def test_auto_strategy_on_xla_is_an_xla_strategy():
     assert XLAAccelerator.default_strategy(1, 1) == "xla"
     assert XLAAccelerator.default_strategy(8, 1) == "xla_ddp"
     assert XLAAccelerator.default_strategy(1, 2) == "xla_ddp"
+
+
+def test_the_launcher_runs_a_replica_and_brings_its_run_back(monkeypatch, make_trainer, tiny_module):
+    """The launcher marks the replica's strategy through its public
+    ``become_replica()`` and ships the run back with ember.launch: a real fit,
+    with torch_xla's launch replaced by a call in this process."""
+    xla = fake_xla(world_size=1)
+    seen = []
+
+    def launch(fn, args, start_method):
+        seen.append(start_method)
+        fn(0, *args)
+
+    xla.torch_xla.launch = launch
+    monkeypatch.setattr(_runtime, "load", lambda: xla)
+    strategy = XLADDPStrategy(devices=1)
+    trainer = make_trainer(strategy=strategy, accelerator="cpu", max_epochs=1, limit_val_batches=0)
+    before = {k: v.clone() for k, v in tiny_module.state_dict().items()}
+    assert strategy.launcher.should_launch() and not strategy.in_worker
+    trainer.fit(tiny_module)
+    assert seen == ["spawn"] and not strategy.in_worker  # the replica marked its own copy
+    assert trainer.global_step > 0 and any(not torch.equal(before[k], v) for k, v in tiny_module.state_dict().items())
