@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from ember.module import Module
     from ember.roles import RoleRegistry
+    from ember.stack.plugin_keys import StackKeys
     from ember.trainer import Trainer
 
 hookspec = pluggy.HookspecMarker("ember")
@@ -74,16 +75,19 @@ def register_roles(registry: RoleRegistry) -> None:
 
 
 @hookspec
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add subcommands to ``ember`` (as ``pytest_addoption`` adds pytest options).
+def add_commands(subparsers: argparse._SubParsersAction, stack_keys: StackKeys) -> None:
+    """Add subcommands to ``ember`` and keys to its stacks (as ``pytest_addoption`` adds options).
 
-    Fires each time ``ember`` builds its parser, on the command plugins only
-    (``ember.commands.registry``: ember's own and the ``ember.commands`` entry
-    points, light modules). fsdp's ``ember checkpoint consolidate`` comes this way.
+    Fires when ``ember`` builds its parser (implementations taking ``subparsers``) and loads a
+    stack (those taking ``stack_keys``), on the command plugins only (``ember.commands.registry``:
+    ember's own and the ``ember.commands`` entry points, light modules). fsdp's ``ember checkpoint
+    consolidate`` comes this way.
 
     :param subparsers: ``subparsers.add_parser(name)`` adds a command
         (``registry.subcommands(subparsers.choices["checkpoint"])`` reaches a
         group's); ``p.set_defaults(run=fn)``: ``ember`` exits with ``fn(args)``.
+    :param stack_keys: ``stack_keys.add(name, help=, check=, build=)`` declares a top-level stack key;
+        ``build(value)`` makes the plugin object a run gets (:mod:`ember.stack.plugin_keys`).
 
     The return value is ignored.
     """

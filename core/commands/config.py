@@ -26,7 +26,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from ember.stack import format_value, load_stack
 
     environ = dict(os.environ)
-    stack = load_stack(args.config, Path.cwd(), overrides, environ)
+    from ember.commands.registry import plugin_stack_keys
+
+    stack = load_stack(args.config, Path.cwd(), overrides, environ, stack_keys=plugin_stack_keys())
     rows = stack.resolved()
     if args.json:
         payload = {

@@ -86,7 +86,9 @@ def run(args: argparse.Namespace, overrides: list[str], show_traceback: bool) ->
     from ember.stack import StackError, build, check_stack, default_registry, load_stack
 
     environ = dict(os.environ)
-    stack = load_stack(args.config, Path.cwd(), overrides, environ, check=False, require_model=True)
+    from ember.commands.registry import plugin_stack_keys
+
+    stack = load_stack(args.config, Path.cwd(), overrides, environ, check=False, require_model=True, stack_keys=plugin_stack_keys())
     stack.check_required_plugins()
     from ember.plugin_names import check_stack_plugin_names
 

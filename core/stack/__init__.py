@@ -31,7 +31,8 @@ Layout: ``keys`` (sections, dotted keys, TOML literals, formatting), ``files``
 (finding and reading the stack file), ``overrides`` (environment and command
 line), ``merge`` (merging with provenance), ``spec`` (the :class:`Stack`),
 ``typecheck`` (values against type hints), ``validate`` (the checks),
-``build`` (importing class paths and instantiating), ``load`` (all of it).
+``build`` (importing class paths and instantiating), ``load`` (all of it),
+``plugin_keys`` (the top-level keys plugins declare through ``add_commands``).
 """
 
 # Everything below is importable from ember.stack (ember.cli and the tests use
@@ -53,6 +54,7 @@ from ember.stack.keys import (  # noqa: F401
 )
 from ember.stack.load import load_stack
 from ember.stack.overrides import Override, env_overrides, parse_overrides  # noqa: F401
+from ember.stack.plugin_keys import StackKey, StackKeys
 from ember.stack.spec import Component, PluginsSpec, Stack, trainer_defaults
 from ember.stack.validate import check_stack  # noqa: F401
 
@@ -61,6 +63,8 @@ __all__ = [
     "PluginsSpec",
     "Stack",
     "StackError",
+    "StackKey",
+    "StackKeys",
     "build",
     "find_stack_file",
     "import_class_path",

@@ -124,6 +124,22 @@ def instantiate(stack: Stack, comp: Component, factory: Any, what: str) -> Any:
         raise StackError(f"{where_is(stack, key)}: {what} rejected it: {text}.") from exc
 
 
+def plugin_objects(stack: Stack) -> list[Any]:
+    """The plugin objects the declared keys the stack sets build (``build(value)``),
+    for ``Trainer(plugins=[...])``. A ``ValueError``/``TypeError`` from a
+    plugin's ``build`` is a :class:`StackError` naming the key."""
+    out = []
+    for name, value in stack.plugin_keys.items():
+        key = stack._stack_keys.get(name) if stack._stack_keys is not None else None
+        if key is None or key.build is None:
+            continue
+        try:
+            out.append(key.build(copy.deepcopy(value)))
+        except (TypeError, ValueError) as exc:
+            raise StackError(f"{where_is(stack, name)}: plugin {key.plugin!r} rejected it: {str(exc).rstrip('.')}.") from exc
+    return out
+
+
 #: the class each section's class_path must name: module and class
 KINDS: dict[str, tuple[str, str]] = {
     "model": ("ember.module", "Module"),
@@ -191,6 +207,9 @@ def build(stack: Stack, registry: Any = None, environ: Mapping[str, str] | None 
         kwargs["autoload_plugins"] = stack.plugins.autoload
     if stack.plugins.enable:
         kwargs["plugins"] = list(stack.plugins.enable)
+    handed = plugin_objects(stack)
+    if handed:
+        kwargs["plugins"] = [*kwargs.get("plugins", []), *handed]
     if stack.plugins.disable:
         kwargs["disable_plugins"] = list(stack.plugins.disable)
     return module, datamodule, kwargs

@@ -11,6 +11,7 @@ from ember.stack.files import file_label, find_stack_file
 from ember.stack.keys import DEFAULT, StackError, format_key
 from ember.stack.merge import Raw
 from ember.stack.overrides import Override, env_overrides, parse_overrides
+from ember.stack.plugin_keys import StackKeys
 from ember.stack.spec import Stack
 from ember.stack.validate import Checker, check_stack
 
@@ -25,6 +26,7 @@ def load_stack(
     require_model: bool = False,
     registry: Any = None,
     trainer_cls: Any = None,
+    stack_keys: StackKeys | None = None,
 ) -> Stack:
     """Find, read, override and validate a stack.
 
@@ -38,19 +40,23 @@ def load_stack(
     :param registry: the :class:`~ember.roles.RoleRegistry` to look names up in; by
         default one is built from the plugins this stack would load.
     :param trainer_cls: the Trainer class whose signature ``[trainer]`` is checked against.
+    :param stack_keys: the top-level keys plugins declared (the ``ember`` command passes
+        those of its command plugins, see :func:`ember.commands.registry.plugin_stack_keys`);
+        without them only ember's own keys are accepted.
     """
     cwd = Path.cwd() if cwd is None else Path(cwd)
     environ = os.environ if environ is None else environ
     path, table = find_stack_file(config, cwd)
     label = file_label(path, cwd) if path is not None else None
     raw = Raw(label, pyproject=path is not None and path.name == "pyproject.toml")
+    raw.extra_keys = stack_keys.names() if stack_keys is not None else ()
     if table is not None:
         raw.load_file(table)
     given = list(overrides)
     cli: list[Override] = given if all(isinstance(o, Override) for o in given) else parse_overrides([str(o) for o in given])  # type: ignore[assignment]
     for ov in [*env_overrides(environ), *cli]:  # the command line wins: applied last
         raw.apply(ov)
-    checker = Checker(raw)
+    checker = Checker(raw, stack_keys)
     stack = checker.stack()
     stack.source = path
     stack.import_root = path.parent.resolve() if path is not None else cwd.resolve()

@@ -20,6 +20,8 @@ class Raw:
         self.where: dict[tuple[str | int, ...], str] = {}  # origin as errors describe it
         self.source_label = source_label
         self.pyproject = pyproject
+        #: top-level keys that plugins declared (``add_commands(stack_keys)``), accepted beside ember's own
+        self.extra_keys: tuple[str, ...] = ()
 
     def record(self, path: tuple[str | int, ...], value: Any, origin: str, where: str) -> None:
         if isinstance(value, dict) and value:
@@ -73,9 +75,10 @@ class Raw:
             for k, v in ov.value.items():  # a table merges into the table it overrides
                 self.apply(Override((*path, k), v, ov.origin, ov.where))
             return
-        if isinstance(path[0], int) or path[0] not in TOP_KEYS:
+        if isinstance(path[0], int) or (path[0] not in TOP_KEYS and path[0] not in self.extra_keys):
+            known = (*TOP_KEYS, *self.extra_keys)
             raise StackError(
-                f"{where}: unknown section {str(path[0])!r}; expected one of {', '.join(TOP_KEYS)}.{did_you_mean(str(path[0]), TOP_KEYS)}"
+                f"{where}: unknown section {str(path[0])!r}; expected one of {', '.join(known)}.{did_you_mean(str(path[0]), known)}"
             )
         for i, seg in enumerate(path):
             if isinstance(seg, int) and not (i == 1 and path[0] in LIST_SECTIONS):

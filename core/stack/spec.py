@@ -66,8 +66,12 @@ class Stack:
     provenance: dict[str, str] = field(default_factory=dict)
     #: where class paths are imported from (the stack file's directory, else the cwd)
     import_root: Path | None = None
+    #: the values of the top-level keys plugins declared (``add_commands(stack_keys)``), checked
+    plugin_keys: dict[str, Any] = field(default_factory=dict)
     #: the merged raw data with the origin of every leaf, for error messages
     _raw: Any = field(default=None, repr=False, compare=False)
+    #: the declarations behind ``plugin_keys`` (:class:`~ember.stack.plugin_keys.StackKeys`)
+    _stack_keys: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -83,6 +87,7 @@ class Stack:
         out["plugins"] = self.plugins.to_dict()
         out["callbacks"] = [c.to_dict() for c in self.callbacks]
         out["loggers"] = [c.to_dict() for c in self.loggers]
+        out.update(copy.deepcopy(self.plugin_keys))
         return out
 
     def origin(self, key: str) -> str:
@@ -147,6 +152,8 @@ class Stack:
             else:
                 add(f"{comp.key}.class_path", comp.class_path)
             _leaves(f"{comp.key}.init_args", comp.init_args, add)
+        for name, value in self.plugin_keys.items():
+            _leaves(name, value, add)
         return rows
 
 

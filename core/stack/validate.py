@@ -25,6 +25,7 @@ from ember.stack.keys import (
     show,
 )
 from ember.stack.merge import Raw
+from ember.stack.plugin_keys import StackKeys
 from ember.stack.spec import Component, PluginsSpec, Stack, trainer_class, trainer_parameters
 from ember.stack.typecheck import rejects, resolve_hints
 from ember.suggest import did_you_mean
@@ -33,8 +34,10 @@ from ember.suggest import did_you_mean
 class Checker:
     """Reads a :class:`Raw` into a :class:`Stack`; every error names where the value came from."""
 
-    def __init__(self, raw: Raw) -> None:
+    def __init__(self, raw: Raw, stack_keys: StackKeys | None = None) -> None:
         self.raw = raw
+        #: the top-level keys plugins declared, accepted beside ember's own
+        self.stack_keys = stack_keys
 
     def fail(self, path: tuple[str | int, ...], message: str) -> StackError:
         return StackError(f"{self.raw.describe(path)}: {message}")
@@ -122,8 +125,13 @@ class Checker:
         return comp
 
     def stack(self) -> Stack:
-        data = self.table((), self.raw.data, TOP_KEYS, "the stack")
+        declared = self.stack_keys.names() if self.stack_keys is not None else ()
+        data = self.table((), self.raw.data, (*TOP_KEYS, *declared), "the stack")
         stack = Stack()
+        stack._stack_keys = self.stack_keys
+        for name in declared:
+            if name in data:
+                stack.plugin_keys[name] = self.plugin_key(name, data[name])
         if data.get("seed_everything") is not None:
             seed = data["seed_everything"]
             if not isinstance(seed, int) or isinstance(seed, bool):
@@ -167,6 +175,14 @@ class Checker:
         if stack.loggers and stack.trainer.get("logger") is False:
             raise self.fail(("trainer", "logger"), "is false, but [[loggers]] are configured; remove one of the two.")
         return stack
+
+    def plugin_key(self, name: str, value: Any) -> Any:
+        key = self.stack_keys.get(name) if self.stack_keys is not None else None
+        assert key is not None
+        try:
+            return key.checked(copy.deepcopy(value))
+        except ValueError as exc:
+            raise self.fail((name,), f"{exc}; {name} is plugin {key.plugin!r}'s key: {key.help.rstrip('.')}.") from None
 
     # -- checks that need ember.Trainer, the role registry, the user's classes
     def trainer_args(self, stack: Stack, trainer_cls: Any) -> None:
