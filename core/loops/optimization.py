@@ -103,7 +103,9 @@ class AutomaticOptimization:
     window) ``on_before_zero_grad``, ``zero_grad`` → ``on_before_backward`` →
     backward → ``on_after_backward``; on the last batch of the window the
     optimizer steps with that as its closure (so LBFGS-style optimizers work),
-    after unscaling, ``on_before_optimizer_step`` and clipping.
+    after unscaling, ``on_before_optimizer_step`` and clipping. When nothing
+    observes ``zero_grad`` the gradients are set to None before
+    ``training_step`` instead (see ``early_zero_grad``).
 
     The closures are bound methods made once per epoch, with the batch passed
     through attributes: nothing is allocated per step.
@@ -145,6 +147,14 @@ class AutomaticOptimization:
         self.hooked_backward = bool(self.dispatch.on_before_backward or self.dispatch.on_after_backward)
         self.strategy_backward = trainer.strategy.backward
         self.no_sync = trainer.strategy.no_backward_sync if isinstance(trainer.strategy, SkipsGradientSync) else None
+        # Nobody watches zero_grad (no on_before_zero_grad, no custom
+        # optimizer_zero_grad): the gradients are then set to None before
+        # training_step instead of after it. The weights are the same; the
+        # old gradients' memory is freed before the forward allocates its
+        # activations, which measured ~6 us/step faster on the benchmark MLP
+        # (docs/benchmarks.md). Only training_step itself sees the difference:
+        # ``p.grad`` is None there, not the last step's gradient.
+        self.early_zero_grad = not self.custom_zero_grad and not self.dispatch.on_before_zero_grad
         self.plain_step = (
             not getattr(self.precision, "scales_gradients", True)
             and not self.dispatch.on_before_optimizer_step
@@ -197,13 +207,15 @@ class AutomaticOptimization:
     def _closure(self) -> Any:
         trainer = self.trainer
         placed = self.placed
+        if self.first and self.early_zero_grad:
+            self.optimizer.zero_grad()
         if self.null_context:
             output = self.call_step(self.batch, self.batch_idx)
         else:
             with self.precision.forward_context():
                 output = self.call_step(self.batch, self.batch_idx)
         loss = output if isinstance(output, torch.Tensor) else loss_of(output, self.module)
-        if self.first:
+        if self.first and not self.early_zero_grad:
             hooks = self.dispatch.on_before_zero_grad
             if hooks:
                 for fn in hooks:
