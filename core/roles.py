@@ -275,13 +275,29 @@ class Strategy(Protocol):
 
 
 @runtime_checkable
+class SetsUpModuleAndOptimizers(Protocol):
+    """Strategy capability (every :class:`~ember.strategies.StrategyBase` has
+    it): once ``configure_optimizers`` returned, the trainer calls
+    ``setup_module_and_optimizers(module, optimizers)`` with what
+    ``setup_module`` returned and those optimizers, and trains with the
+    ``(module, optimizers)`` it returns: the loop calls that module
+    (``placed(batch, batch_idx)`` and the backward pass), and
+    ``trainer.model`` shows it. DeepSpeed returns its engine, which wraps
+    module and optimizer together (Lightning Fabric's seam of the same name).
+    A strategy without it gets ``setup_optimizers(optimizers)`` and keeps its module."""
+
+    def setup_module_and_optimizers(
+        self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]
+    ) -> tuple[torch.nn.Module, list[Any]]: ...
+
+
+@runtime_checkable
 class ReplacesTrainingModule(Protocol):
-    """Optional strategy capability: the module the loop calls changes when the
-    optimizers are set up (DeepSpeed's engine wraps module and optimizer
-    together). Right after ``setup_optimizers`` the trainer calls
+    """Optional strategy capability, the older form of
+    :class:`SetsUpModuleAndOptimizers` (kept for strategies written against
+    it): right after ``setup_optimizers`` the trainer calls
     ``training_module()`` and, when it returns a module, the loop calls that
-    one (``placed(batch, batch_idx)`` and the backward pass) instead of what
-    ``setup_module`` returned. ``trainer.model`` shows the result."""
+    one instead of what ``setup_module`` returned."""
 
     def training_module(self) -> torch.nn.Module | None: ...
 

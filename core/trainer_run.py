@@ -21,7 +21,8 @@ from ember.errors import Preempted, add_note
 from ember.loops.signature import step_signatures
 from ember.module import Module
 from ember.optim import parse_optimizers
-from ember.roles import LaunchesProcesses, ReplacesTrainingModule
+from ember.roles import LaunchesProcesses
+from ember.strategies import setup_module_and_optimizers
 from ember.trainer_compat import setup_compat
 
 
@@ -169,9 +170,8 @@ class TrainerRunMixin:
                     f"{type(module).__name__}.configure_optimizers() returned {len(optimizers)} optimizers. Automatic optimization "
                     "steps one optimizer; set `self.automatic_optimization = False` and step them yourself in training_step."
                 )
-        self.optimizers = self.strategy.setup_optimizers(optimizers)
-        if isinstance(self.strategy, ReplacesTrainingModule):
-            self.state.placed_module = self.strategy.training_module() or self.state.placed_module
+        # The strategy may train through another module (DeepSpeed's engine): see StrategyBase.setup_module_and_optimizers.
+        self.state.placed_module, self.optimizers = setup_module_and_optimizers(self.strategy, self.state.placed_module, optimizers)
         self.lr_scheduler_configs = configs
         from ember.loops.optimization import OptimizerHandle
 

@@ -35,9 +35,9 @@ from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp_comm import averaging_optimizers, check_comm_options, register_comm_hook
 from ember.plugins.strategies.distributed_sampler import split_across_ranks
 from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure, skipped
-from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
 from ember.plugins.strategies.spawn_launcher import DDPWorkerError, SpawnLauncher, find_free_port  # noqa: F401  (re-exported)
 from ember.strategies import ParallelStrategy, lightning_aliases
+from ember.tensors import move_to_device
 
 _REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
 
@@ -68,7 +68,7 @@ def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
 # --------------------------------------------------------------------------- the strategy
 
 
-class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
+class DDPStrategy(ParallelStrategy):
     """Distributed data parallel.
 
     ``use_distributed_sampler`` (default ``True``): give each process its own
@@ -112,7 +112,7 @@ class DDPStrategy(SingleDeviceStrategy, ParallelStrategy):
         )
         if isinstance(devices, int):
             devices = [torch.device("cpu")] * devices
-        ParallelStrategy.__init__(self, accelerator, list(devices) if devices else None, environment, checkpoint_io, precision)
+        super().__init__(accelerator, list(devices) if devices else None, environment, checkpoint_io, precision)
         self.num_nodes = int(num_nodes)
         self.use_distributed_sampler = use_distributed_sampler
         self.process_group_backend = process_group_backend

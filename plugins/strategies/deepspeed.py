@@ -14,9 +14,10 @@ How the pieces fit:
   launcher, by ember's spawn launcher. The process group is ``gloo`` on CPU and
   ``nccl`` on CUDA; ``deepspeed.init_distributed`` then adopts it.
 - ``setup_module`` remembers the module; the engine is made in
-  ``setup_optimizers`` (the kernel configures the optimizers after placing the
-  module) with ``deepspeed.initialize(model=<wrapper whose forward is
-  training_step>, optimizer=<the optimizer from configure_optimizers>)``.
+  ``setup_module_and_optimizers`` (the kernel configures the optimizers after
+  placing the module) with ``deepspeed.initialize(model=<wrapper whose forward
+  is training_step>, optimizer=<the optimizer from configure_optimizers>)``,
+  and returned to the trainer, which trains through it.
 - The engine does the backward (``engine.backward``) and the step
   (``engine.step``: ZeRO partitioning, loss scaling, clipping).
 - Gradient accumulation: ember's loop owns the window. The engine is
@@ -52,7 +53,6 @@ from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp import DDPStrategy, TrainingStepModule, unwrap_module
 from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_full_weights, load_model_states
 from ember.plugins.strategies.deepspeed_config import apply_runtime_options, build_config, collect_options
-from ember.strategies import lightning_aliases
 
 #: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
 TAG = "ember"
@@ -234,20 +234,19 @@ class DeepSpeedStrategy(DDPStrategy):
         cluster_environment: Any = None,
         precision_plugin: Any = None,
     ) -> None:
-        devices, environment, precision = lightning_aliases(
-            devices, environment, precision, parallel_devices, cluster_environment, precision_plugin, "DeepSpeedStrategy"
-        )
-        super().__init__(
+        super().__init__(  # the precision goes through the setter below
             accelerator,
-            None,
+            precision,
             checkpoint_io,
             environment,
             devices,
             num_nodes,
             process_group_backend=process_group_backend,
             timeout=timeout,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            precision_plugin=precision_plugin,
         )
-        self.precision = precision  # goes through the setter below
         if stage not in (1, 2, 3):
             raise ValueError(f"DeepSpeedStrategy(stage={stage!r}): ZeRO stage must be 1, 2 or 3.")
         if offload_parameters and stage != 3:
@@ -312,17 +311,15 @@ class DeepSpeedStrategy(DDPStrategy):
         self.engine = None
         return module.to(self._device) if self._device.type != "cpu" else module
 
-    def training_module(self) -> torch.nn.Module | None:
-        """The engine, once ``setup_optimizers`` made it: the loop calls
-        ``placed(batch, batch_idx)`` on it (the engine's forward runs
-        ``training_step``); see :class:`ember.roles.ReplacesTrainingModule`."""
-        return self.engine
-
-    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[Any]:
+    def setup_module_and_optimizers(
+        self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]
+    ) -> tuple[torch.nn.Module, list[Any]]:
+        """Make the engine from the module and its one optimizer, and return
+        both: the loop calls ``engine(batch, batch_idx)`` (its forward runs
+        ``training_step``) and steps a :class:`DeepSpeedOptimizer`."""
         if len(optimizers) != 1:
             raise ValueError(f"strategy='deepspeed' trains with exactly one optimizer; configure_optimizers returned {len(optimizers)}.")
         deepspeed = _import_deepspeed()
-        module = self._module
         trainer = getattr(module, "trainer", None)
         self.config = self._build_config(trainer)
         apply_runtime_options(deepspeed, self.options, self.config)
@@ -340,7 +337,12 @@ class DeepSpeedStrategy(DDPStrategy):
             # The kernel will now load these into the module: its own restored values.
             returned["state_dict"].clear()
             returned["state_dict"].update(module.state_dict())
-        return [DeepSpeedOptimizer(self, optimizer)]
+        return self.engine, [DeepSpeedOptimizer(self, optimizer)]
+
+    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[Any]:
+        """For callers of the plain protocol: the engine is made with the
+        module that ``setup_module`` placed (see :meth:`setup_module_and_optimizers`)."""
+        return self.setup_module_and_optimizers(self._module, optimizers)[1]
 
     def _build_config(self, trainer: Any) -> dict[str, Any]:
         accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)

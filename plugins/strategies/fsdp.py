@@ -59,7 +59,6 @@ from ember.plugins.strategies.fsdp_options import (
     select,
     sharding,
 )
-from ember.strategies import lightning_aliases
 
 #: Name of the file, inside a sharded checkpoint directory, that holds everything but the shards.
 META_FILE = "meta.pt"
@@ -151,9 +150,6 @@ class FSDPStrategy(DDPStrategy):
         device_mesh: Any = None,
         **fsdp_kwargs: Any,
     ) -> None:
-        devices, environment, precision = lightning_aliases(
-            devices, environment, precision, parallel_devices, cluster_environment, precision_plugin, "FSDPStrategy"
-        )
         super().__init__(
             accelerator,
             precision,
@@ -164,6 +160,9 @@ class FSDPStrategy(DDPStrategy):
             use_distributed_sampler=use_distributed_sampler,
             process_group_backend=process_group_backend,
             timeout=timeout,
+            parallel_devices=parallel_devices,
+            cluster_environment=cluster_environment,
+            precision_plugin=precision_plugin,
         )
         if state_dict_type not in ("sharded", "full"):
             raise ValueError(f"fsdp: state_dict_type must be 'sharded' or 'full', not {state_dict_type!r}.")

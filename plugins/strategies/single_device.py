@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ember.plugin_manager import hookimpl
-from ember.strategies import StrategyBase
+from ember.strategies import StrategyBase, lightning_aliases
 from ember.tensors import move_to_device  # noqa: F401  (re-exported: ddp, ember-xla)
 
 
 class SingleDeviceStrategy(StrategyBase):
+    """One process on one device; the backward pass, optimizer step and
+    checkpoint files are :class:`~ember.strategies.StrategyBase`'s."""
+
     name = "single_device"
 
     def __init__(
@@ -27,10 +29,7 @@ class SingleDeviceStrategy(StrategyBase):
         precision_plugin: Any = None,
     ) -> None:
         # ``None`` roles are filled in by the Trainer; Lightning's names are accepted.
-        if precision_plugin is not None:
-            if precision is not None:
-                raise TypeError("SingleDeviceStrategy: pass precision= or Lightning's precision_plugin=, not both.")
-            precision = precision_plugin
+        _, _, precision = lightning_aliases(None, None, precision, None, None, precision_plugin, type(self).__name__)
         if isinstance(device, str):
             device = torch.device(device)
         if devices:  # the Trainer's devices (``device`` keeps its default then)
@@ -39,7 +38,7 @@ class SingleDeviceStrategy(StrategyBase):
                     f"The single-device strategy runs one process on one device, not {len(devices)} device(s) on {num_nodes} node(s)."
                 )
             device = devices[0]
-        StrategyBase.__init__(self, accelerator, precision, checkpoint_io, environment)
+        super().__init__(accelerator, precision, checkpoint_io, environment)
         self._device = device or torch.device("cpu")
         # CPU tensors need no transfer; skipping the walk keeps the step cheap.
         self._needs_transfer = self._device.type != "cpu"
@@ -63,9 +62,6 @@ class SingleDeviceStrategy(StrategyBase):
         module = self.precision.convert_module(module)
         return module.to(self._device)
 
-    def setup_optimizers(self, optimizers: list[torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
-        return optimizers
-
     def process_dataloader(self, dataloader: Any, stage: str) -> Any:
         return dataloader
 
@@ -74,37 +70,14 @@ class SingleDeviceStrategy(StrategyBase):
             batch = move_to_device(batch, self._device)
         return self.precision.convert_input(batch)
 
-    def backward(self, loss: torch.Tensor, module: torch.nn.Module) -> None:
-        self.precision.backward(loss, module)
-
-    def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
-        return self.precision.optimizer_step(optimizer, closure)
-
     def reduce(self, tensor: Any, op: str = "mean") -> Any:
         return tensor
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.unsqueeze(0) if isinstance(tensor, torch.Tensor) else tensor
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         return obj
 
     def barrier(self, name: str | None = None) -> None:
         pass
-
-    def module_state_dict(self, module: torch.nn.Module) -> dict[str, Any]:
-        return module.state_dict()
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
-        if self.is_global_zero:
-            self.checkpoint_io.save_checkpoint(checkpoint, path)
-
-    def load_checkpoint(self, path: str) -> dict[str, Any]:
-        return self.checkpoint_io.load_checkpoint(path)
-
-    def remove_checkpoint(self, path: str) -> None:
-        if self.is_global_zero:
-            self.checkpoint_io.remove_checkpoint(path)
 
     def teardown(self) -> None:
         self.accelerator.teardown()
