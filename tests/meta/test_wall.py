@@ -7,6 +7,17 @@
 - none imports a private name from ember or from another plugin module (a
   package's own ``_helpers`` module is package-private and allowed inside that
   package only);
+- none reaches into another module's private attributes: ``x._name`` (or
+  ``getattr(x, "_name")``) on anything but ``self``, ``cls`` or ``super()``
+  is refused (a) whenever ``x`` is a strategy (``strategy``, ``s``,
+  ``*_strategy``, ``<anything>.strategy``), even inside the strategy's own
+  module: a launcher or callback uses the strategy's public members, as a
+  third party's would; and (b) whenever ``_name`` is a private attribute,
+  method or function that another ember module (kernel, built-in or contrib)
+  defines and this module does not. A package's private helper module
+  (``pkg/_helpers.py``) may reach the privates of its own package's modules, as it
+  may import them. Private members of other libraries (torch's) are not
+  ember's wall and are not checked;
 - the kernel (``core/`` without its tools, see ``KERNEL_EXCLUDED``) imports no concrete
   plugin module: built-ins reach it only through the plugin manager's
   ``BUILTIN_PLUGINS`` tuple (and the lazy ``ember.callbacks`` /
@@ -154,6 +165,61 @@ def concrete_plugin_imports(source: str, module: str, path: Path) -> list[str]:
     return found
 
 
+def _is_strategy(node: ast.expr) -> bool:
+    """``strategy``, ``s``, ``my_strategy``, ``trainer.strategy``, ``self.strategy``, ``self._strategy``..."""
+    if isinstance(node, ast.Name):
+        return node.id in ("strategy", "s") or node.id.endswith("_strategy")
+    return isinstance(node, ast.Attribute) and node.attr in ("strategy", "_strategy")
+
+
+def defined_privates(source: str) -> set[str]:
+    """The private names ``source`` defines: functions, classes and methods,
+    ``self._x``/``cls._x`` assignments, and private names it assigns."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _is_private(node.name):
+            names.add(node.name)
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        else:
+            targets = [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in (e for t in targets for e in ast.walk(t)):
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) and target.value.id in ("self", "cls"):
+                names.add(target.attr) if _is_private(target.attr) else None
+            elif isinstance(target, ast.Name) and _is_private(target.id):
+                names.add(target.id)
+    return names
+
+
+def private_reaches(source: str, elsewhere: set[str]) -> list[str]:
+    """Every ``x._name`` in ``source`` (``x`` not ``self``/``cls``/``super()``)
+    on a strategy, or with ``_name`` in ``elsewhere`` (privates other ember
+    modules define) but not defined by ``source`` itself."""
+    here = defined_privates(source)
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            owner, name = node.value, node.attr
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            owner, name = node.args[0], node.args[1].value
+        else:
+            continue
+        if not _is_private(name) or (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+            continue
+        if isinstance(owner, ast.Call) and ast.unparse(owner.func) == "super":
+            continue
+        if _is_strategy(owner) or (name in elsewhere and name not in here):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return sorted(set(found), key=lambda hit: int(hit.split()[1].rstrip(":")))
+
+
 def _contrib_roots() -> tuple[str, ...]:
     return tuple(p.name for d in (ROOT / "contrib").iterdir() for p in d.iterdir() if (p / "__init__.py").is_file())
 
@@ -176,6 +242,18 @@ def test_no_plugin_imports_a_private_name() -> None:
         for hit in private_imports(path.read_text(encoding="utf-8"), module, path, roots)
     ]
     assert not problems, "plugins must import only public names (make the helper public, with a docstring):\n" + "\n".join(problems)
+
+
+def test_no_plugin_reaches_into_another_modules_privates() -> None:
+    plugins = list(_plugin_files())
+    defined = {path: defined_privates(path.read_text(encoding="utf-8")) for path, _ in [*plugins, *_kernel_files()]}
+    problems = []
+    for path, _ in plugins:
+        # A package's private helper module may use its own package's privates (as it may import them).
+        own_package = path.parent if path.name.startswith("_") and path.name != "__init__.py" else None
+        elsewhere = set().union(*(names for other, names in defined.items() if other != path and other.parent != own_package))
+        problems += [f"{path.relative_to(ROOT)} {hit}" for hit in private_reaches(path.read_text(encoding="utf-8"), elsewhere)]
+    assert not problems, "use (or add, documented) a public member of the object instead:\n" + "\n".join(problems)
 
 
 def test_the_kernel_imports_no_concrete_plugin() -> None:
@@ -217,6 +295,25 @@ def test_private_imports_are_found(tmp_path: Path) -> None:
     assert sorted(h.split(":")[0] for h in hits) == ["line 1", "line 2", "line 3", "line 4", "line 5"]
     own = "from ember.plugins.loggers._common import flatten\nfrom ember.plugins.loggers import _common\n"
     assert private_imports(own, "ember.plugins.loggers.csv_logger", ROOT / "plugins" / "loggers" / "csv_logger.py", ("ember",)) == []
+
+
+def test_private_reaches_are_found() -> None:
+    sample = (
+        "strategy._final_state = state\n"  # into a strategy, even one defined in this module
+        "if s._spawned_worker or s._ranks is not None: pass\n"
+        "return not self.strategy._in_worker\n"
+        "getattr(trainer.strategy, '_ranks', None)\n"
+        "cb._recent.append(path)\n"  # another module's private
+        "self._ranks = (0, 0, 0, 1)\n"  # its own: fine
+        "super()._new_tqdm()\n"  # fine
+        "sampler._num_samples\n"  # torch's, not ember's: fine
+        "other._mine = 1\n"  # defined in this module (line 11): not a reach into another module
+        "class Mine:\n"
+        "    def _mine(self): ...\n"
+    )
+    hits = private_reaches(sample, elsewhere={"_recent", "_mine", "_ranks"})
+    assert [h.split(":")[0] for h in hits] == ["line 1", "line 2", "line 2", "line 3", "line 4", "line 5"]
+    assert "_mine" in defined_privates(sample) and private_reaches("x._recent\n", elsewhere=set()) == []
 
 
 def test_concrete_plugin_imports_are_found() -> None:
