@@ -42,6 +42,7 @@ def run_evaluation(
     assert module is not None
     d = trainer._dispatch
     step_name = _NAMES[stage][1]
+    state = trainer.state
     trainer.state.stage = "sanity_check" if sanity else stage
     results = Results(default_on_step=False, default_on_epoch=True)
     previous_results = module._results
@@ -85,6 +86,8 @@ def run_evaluation(
                             output = step(batch, dataloader_idx) if several else step(batch)
                     for fn in batch_end:
                         fn(trainer, module, output, batch, batch_idx, dataloader_idx)
+                    if state.interrupt is not None:
+                        state.run_interrupt()
                     if batch_idx + 1 >= limit:
                         break
             results.dataloader_suffix = ""
@@ -170,6 +173,8 @@ def run_predict(trainer: Trainer, return_predictions: bool) -> list[Any] | None:
                             output = module.predict_step(batch, dataloader_idx) if several else module.predict_step(batch)
                     for fn in d.on_predict_batch_end:
                         fn(trainer, module, output, batch, batch_idx, dataloader_idx)
+                    if trainer.state.interrupt is not None:
+                        trainer.state.run_interrupt()
                     if return_predictions:
                         predictions.append(output)
                     if batch_idx + 1 >= limit:

@@ -290,15 +290,18 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         # A checkpoint written from here on resumes after this batch.
         position.batches_done = batch_idx + 1
         position.val_pending = validate_now
-        if batch_end:
-            outputs = _detached_outputs(output)
+        if batch_end or state.interrupt is not None:
             try:
-                for fn in batch_end:
-                    fn(trainer, module, outputs, batch, batch_idx)
+                if batch_end:
+                    outputs = _detached_outputs(output)
+                    for fn in batch_end:
+                        fn(trainer, module, outputs, batch, batch_idx)
+                if state.interrupt is not None:
+                    state.run_interrupt()
             except BaseException:
-                # A batch-end hook ended the run (preemption saves and raises
-                # here) after the step completed: its metrics still reach the
-                # loggers, since a resumed run starts at the next step.
+                # A batch-end hook or an interrupt ended the run (preemption
+                # saves and raises here) after the step completed: its metrics
+                # still reach the loggers, since a resumed run starts at the next step.
                 if stepped and log_steps and state.global_step % log_every == 0:
                     with contextlib.suppress(Exception):  # the hook's error is the one to report
                         trainer._log_step_metrics()

@@ -18,6 +18,7 @@ other processes ships a :meth:`RunState.shippable` copy back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -53,9 +54,25 @@ class RunState:
 
     placed_module: Any = None  #: the module the loop calls (DDP-wrapped, DeepSpeed's engine, ...)
 
+    #: A callable the loops run once at their next safe point: after the
+    #: ``on_train_batch_end`` hooks of the batch in progress, or after the
+    #: ``on_*_batch_end`` hooks of a validation, test or predict batch. Set it from a signal
+    #: handler or another thread to act between batches without implementing
+    #: a per-batch hook (:class:`~ember.plugins.callbacks.fault_tolerance.FaultTolerance`
+    #: saves on preemption this way); it is cleared before it runs, and an
+    #: exception it raises ends the run as one raised by a hook would.
+    interrupt: Callable[[], Any] | None = None
+
     def begin(self, fn: str) -> None:
         """A new entry point starts: ``fn`` is running, no stage yet, no stop requested."""
         self.fn, self.stage, self.status, self.should_stop = fn, None, "running", False
+        self.interrupt = None
+
+    def run_interrupt(self) -> None:
+        """Run and clear :attr:`interrupt` (the loops call this when it is set)."""
+        interrupt, self.interrupt = self.interrupt, None
+        if interrupt is not None:
+            interrupt()
 
     def begin_setup(self) -> None:
         """The metrics of an earlier run are gone once a run sets up."""
@@ -80,6 +97,7 @@ class RunState:
             train_results=None,
             eval_results=None,
             placed_module=None,
+            interrupt=None,
         )
 
     def absorb(self, shipped: RunState) -> None:

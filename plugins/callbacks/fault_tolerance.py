@@ -3,7 +3,8 @@
 Cluster schedulers (SLURM, Kubernetes, spot instances) announce preemption
 with SIGTERM and a grace period. ``FaultTolerance`` catches the signal, lets
 the current training step (or validation batch, or sanity-check batch)
-finish, writes ``trainer.resume_checkpoint_path`` and ends the process with
+finish (through :attr:`ember.loops.state.RunState.interrupt`, so it adds no
+per-batch hook), writes ``trainer.resume_checkpoint_path`` and ends the process with
 :data:`ember.EXIT_PREEMPTED`; a relaunch with
 ``Trainer(auto_resume=True)`` (or ``ember fit --trainer.auto_resume true``)
 continues from it, exactly. Under SLURM (``SLURM_JOB_ID`` set and ``scontrol``
@@ -14,8 +15,8 @@ turns that off. With ``on_exception=True`` it also writes
 
 Worst-case delay between the signal and the start of the save: the rest of
 the batch in progress (its data loading, ``training_step`` with backward and
-optimizer step, or one ``validation_step``) and the ``on_*_batch_end`` hooks
-of the callbacks listed before this one; a checkpoint written during a
+optimizer step, or one ``validation_step``) and that batch's
+``on_*_batch_end`` hooks; a checkpoint written during a
 validation resumes by running that validation again. The save itself then
 takes as long as any checkpoint write.
 """
@@ -58,14 +59,25 @@ class FaultTolerance(Callback):
         self.requeue = requeue  # None: requeue when running under SLURM
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._trainer: Any = None  # the trainer whose fit is running, for the signal handler
 
     # -- signal handling ------------------------------------------------------
     def _handle(self, signum: int, frame: Any) -> None:
-        # Only a flag: the step in progress finishes, then the loop saves.
+        # Only a flag and a request: the batch in progress finishes, then the
+        # loop runs the interrupt. No per-batch hook is needed for this, so a
+        # run that is never signalled pays nothing per step.
         self.received = signum
+        if self._trainer is not None:
+            self._trainer.state.interrupt = self._interrupt
+
+    def _interrupt(self) -> None:
+        trainer = self._trainer
+        if trainer is not None and trainer.state.fn == "fit":  # a validate() or test() run is not saved
+            self._save_and_exit_if_signalled(trainer)
 
     def on_fit_start(self, trainer: Any, module: Any) -> None:
         self.received = None
+        self._trainer = trainer
         if not self.preemption:
             return
         directory = os.path.dirname(trainer.resume_checkpoint_path)
@@ -84,6 +96,7 @@ class FaultTolerance(Callback):
             self._previous[sig] = signal.signal(sig, self._handle)
 
     def teardown(self, trainer: Any, module: Any, stage: str) -> None:
+        self._trainer = None
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
@@ -101,14 +114,9 @@ class FaultTolerance(Callback):
             self._requeue_if_slurm()
         raise Preempted(self.exit_code, signal_name=name, checkpoint=path)
 
-    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._save_and_exit_if_signalled(trainer)
-
-    def on_validation_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        # Within one batch of the signal, in validation and in the sanity check too.
-        if self.received is not None and trainer.state.fn == "fit":
-            self._save_and_exit_if_signalled(trainer)
-
+    # Within one batch of the signal (training, validation and the sanity
+    # check): the loops run :meth:`_interrupt` after the batch's end hooks.
+    # The two hooks below catch a signal that came between batches.
     def on_validation_end(self, trainer: Any, module: Any) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self._save_and_exit_if_signalled(trainer)
