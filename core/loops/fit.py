@@ -203,6 +203,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
     takes_idx = trainer._step_takes_idx.get("training_step", True)  # training_step(self, batch) is allowed
     max_steps = trainer.max_steps
     max_time = trainer.max_time
+    has_limits = max_steps != -1 or max_time is not None  # else no per-step limit check at all
     to_device, moves_batches = batch_mover(trainer)
 
     # The random state that decides this epoch's order is taken right before
@@ -283,7 +284,7 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
         if stepped and trainer.lr_scheduler_configs:
             _step_step_schedulers(trainer)
         stop_requested = state.should_stop and _min_reached(trainer)
-        stopping = stop_requested or _limits_reached(trainer, max_steps, max_time)
+        stopping = stop_requested or (has_limits and _limits_reached(trainer, max_steps, max_time))
         # Validate every `val_every` batches (at the epoch's end when that is
         # unknown), and before honouring a stop request, so that its metrics are fresh.
         validate_now = val_enabled and ((batch_idx + 1) % val_every == 0 or (val_every == math.inf and is_last) or stop_requested)
@@ -310,7 +311,8 @@ def _run_batches(trainer: Trainer, results: Results, stepper: AutomaticOptimizat
             trainer._log_step_metrics()
         if validate_now:
             _validate_in_fit(trainer, results)
-        if stopping or _should_stop(trainer, max_steps, max_time):  # callbacks may have asked during validation
+        # Callbacks may have asked during validation, and max_time may have passed.
+        if stopping or ((has_limits or state.should_stop) and _should_stop(trainer, max_steps, max_time)):
             break
     if exhausted_early and val_enabled:
         # The loader yielded fewer batches than len() promised, so the last one
