@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ember.optim import step_with_closure
 from ember.plugin_manager import hookimpl
 
 
@@ -118,7 +119,7 @@ class MixedPrecision:
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         if not self.scales_gradients:
-            return optimizer.step(closure) if closure is not None else optimizer.step()
+            return step_with_closure(optimizer, closure)
         if isinstance(optimizer, torch.optim.LBFGS):
             raise TypeError(
                 "precision='16-mixed' cannot drive LBFGS: its step re-evaluates the closure several times, "

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ember.optim import step_with_closure
 from ember.plugin_manager import hookimpl
 from ember.tensors import apply_to_tensors
 
@@ -49,7 +50,7 @@ class TruePrecision:
         pass
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
-        return optimizer.step(closure) if closure is not None else optimizer.step()
+        return step_with_closure(optimizer, closure)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
