@@ -131,12 +131,18 @@ def test_compiled_adamw_step_follows_a_per_step_lr_schedule(tmp_path: Any) -> No
     assert callback.stats is not None and callback.stats.recompilations <= 2  # the changing lr is no constant of the graph
 
 
-def test_compiled_step_with_bf16_precision(tmp_path: Any) -> None:
+@pytest.mark.filterwarnings("ignore:precision='16-mixed' runs on CPU")
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_compiled_step_with_mixed_precision(tmp_path: Any, precision: str) -> None:
+    """16-mixed steps through GradScaler.step, which calls the compiled update
+    only when the gradients are finite."""
     eager = Plain("adamw")
-    _fit(tmp_path / "e", eager, precision="bf16-mixed")
+    _fit(tmp_path / "e", eager, precision=precision)
     model = Plain("adamw")
-    _fit(tmp_path / "c", model, [Compile(backend="aot_eager", optimizer_step=True, verbose=False)], precision="bf16-mixed")
-    assert _max_diff(model, eager) < 1e-5
+    trainer = _fit(tmp_path / "c", model, [Compile(backend="aot_eager", optimizer_step=True, verbose=False)], precision=precision)
+    assert (getattr(trainer.strategy.precision, "scaler", None) is not None) == (precision == "16-mixed")
+    assert _max_diff(model, eager) < 2e-5
+    assert _max_diff(model, Plain("adamw")) > 1e-2
 
 
 def test_compiled_step_checkpoint_resumes_either_way(tmp_path: Any) -> None:
@@ -155,7 +161,6 @@ def test_compiled_step_checkpoint_resumes_either_way(tmp_path: Any) -> None:
         return path
 
     for first, second in [(True, False), (False, True), (True, True)]:
-        torch._dynamo.reset()
         path = one_epoch(first)
         resumed = Plain("adamw")
         callbacks = [Compile(backend="aot_eager", optimizer_step=True, verbose=False)] if second else []
