@@ -20,7 +20,6 @@ Who starts the processes:
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime
 import os
 import sys
@@ -32,15 +31,13 @@ import torch
 import torch.distributed as dist
 
 from ember.plugin_manager import hookimpl
+from ember.plugins.strategies.ddp_collectives import DDPCollectives
 from ember.plugins.strategies.ddp_comm import averaging_optimizers, check_comm_options, register_comm_hook
 from ember.plugins.strategies.distributed_sampler import split_across_ranks
-from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure, skipped
+from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure
 from ember.plugins.strategies.spawn_launcher import DDPWorkerError, SpawnLauncher, find_free_port  # noqa: F401  (re-exported)
 from ember.strategies import ParallelStrategy, lightning_aliases
 from ember.tensors import move_to_device
-
-_REDUCE_OPS = {"sum": "SUM", "mean": "SUM", "avg": "SUM", "max": "MAX", "min": "MIN"}
-
 
 # --------------------------------------------------------------------------- the module wrapper
 
@@ -68,7 +65,7 @@ def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
 # --------------------------------------------------------------------------- the strategy
 
 
-class DDPStrategy(ParallelStrategy):
+class DDPStrategy(DDPCollectives, ParallelStrategy):
     """Distributed data parallel.
 
     ``use_distributed_sampler`` (default ``True``): give each process its own
@@ -326,71 +323,6 @@ class DDPStrategy(ParallelStrategy):
         if self._needs_transfer:
             batch = move_to_device(batch, self._device)
         return self.precision.convert_input(batch)
-
-    # ----------------------------------------------------------------- collectives
-    def _group_ready(self, what: str = "a collective") -> bool:
-        """Whether collectives run (a group of more than one). Raises once this rank failed."""
-        ready = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if ready and self.failed is not None:
-            raise skipped(self.global_rank, self.world_size, what, self.failed)
-        return ready
-
-    def reduce(self, tensor: Any, op: str = "mean") -> Any:
-        if not self._group_ready():
-            return tensor
-        name = str(op).lower()
-        if name not in _REDUCE_OPS:
-            raise ValueError(f"reduce(op={op!r}): use 'mean', 'sum', 'max' or 'min'.")
-        if not isinstance(tensor, torch.Tensor):
-            tensor = torch.tensor(tensor)
-        out = tensor.detach().clone()
-        if name in ("mean", "avg") and not out.is_floating_point():
-            out = out.double() if out.dtype == torch.int64 else out.float()
-        on = out.to(self._device) if out.device != self._device else out
-        dist.all_reduce(on, op=getattr(dist.ReduceOp, _REDUCE_OPS[name]))
-        if name in ("mean", "avg"):
-            on = on / dist.get_world_size()
-        return on.to(tensor.device) if on.device != tensor.device else on
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        if not self._group_ready():
-            return super().all_gather(tensor)
-        if not isinstance(tensor, torch.Tensor):
-            tensor = torch.tensor(tensor)
-        source = tensor.detach().contiguous().to(self._device)
-        gathered = [torch.empty_like(source) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, source)
-        return torch.stack(gathered).to(tensor.device)
-
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        """``obj`` from every rank, in rank order (checkpoints use it for per-rank RNG state)."""
-        if not self._group_ready():
-            return [obj]
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, obj)
-        return gathered
-
-    def no_backward_sync(self, module: torch.nn.Module) -> Any:
-        """Skip the gradient all-reduce for backward passes inside the context:
-        the kernel uses it for the batches of an accumulation window before the last."""
-        if isinstance(module, torch.nn.parallel.DistributedDataParallel):
-            return module.no_sync()
-        return contextlib.nullcontext()
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        if not self._group_ready():
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=src, device=self._device if self._device.type == "cuda" else None)
-        return box[0]
-
-    def barrier(self, name: str | None = None) -> None:
-        if not self._group_ready(f"barrier {name!r}" if name else "a barrier"):
-            return
-        if self._device.type == "cuda" and dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[self._device.index])
-        else:
-            dist.barrier()
 
     # ----------------------------------------------------------------- teardown
     def _teardown_at_exit(self) -> None:

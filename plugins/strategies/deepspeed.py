@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -51,13 +50,9 @@ import torch
 
 from ember.plugin_manager import hookimpl
 from ember.plugins.strategies.ddp import DDPStrategy, TrainingStepModule, unwrap_module
-from ember.plugins.strategies.deepspeed_checkpoint import check_directory, load_full_weights, load_model_states
-from ember.plugins.strategies.deepspeed_config import apply_runtime_options, build_config, collect_options
-
-#: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
-TAG = "ember"
-#: What ``optimizer.state_dict()`` returns under this strategy: the real state is in DeepSpeed's files.
-OPTIMIZER_MARKER = {"deepspeed": "optimizer state is in the DeepSpeed checkpoint directory"}
+from ember.plugins.strategies.deepspeed_checkpoint import TAG, load_full_weights, read_directory, tag_of
+from ember.plugins.strategies.deepspeed_config import apply_runtime_options, collect_options, engine_config
+from ember.plugins.strategies.deepspeed_wrappers import OPTIMIZER_MARKER, DeepSpeedOptimizer, DeepSpeedPrecision
 
 
 def _import_deepspeed() -> Any:
@@ -68,92 +63,6 @@ def _import_deepspeed() -> Any:
             "strategy='deepspeed' needs the DeepSpeed package: pip install 'ember[deepspeed]' (or pip install deepspeed)."
         ) from exc
     return deepspeed
-
-
-class DeepSpeedOptimizer:
-    """What the trainer sees as its optimizer: forwards to the user's optimizer
-    (learning rates, ``param_groups`` for LR monitors), while zeroing, stepping
-    and state belong to the DeepSpeed engine."""
-
-    def __init__(self, strategy: DeepSpeedStrategy, optimizer: torch.optim.Optimizer) -> None:
-        self._strategy = strategy
-        self.optimizer = optimizer
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "optimizer":  # unpickling: not set yet
-            raise AttributeError(name)
-        return getattr(self.optimizer, name)
-
-    @property
-    def param_groups(self) -> Any:
-        return self.optimizer.param_groups
-
-    @property
-    def state(self) -> Any:
-        return self.optimizer.state
-
-    @property
-    def defaults(self) -> Any:
-        return self.optimizer.defaults
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """The engine clears gradients after every step; nothing to do here."""
-
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        return self._strategy.optimizer_step(self, closure)
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(OPTIMIZER_MARKER)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state == OPTIMIZER_MARKER:
-            return  # engine.load_checkpoint restored it already
-        raise ValueError(
-            "strategy='deepspeed' restores optimizer state from DeepSpeed checkpoint directories only; this checkpoint "
-            "holds a plain optimizer state dict (was it written by another strategy?)."
-        )
-
-
-class _DeepSpeedPrecision:
-    """The user's precision plugin, minus what the engine does itself (loss
-    scaling, casting the module): the forward context and input conversion
-    stay, backward and step are the engine's."""
-
-    scales_gradients = False
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.converts_input = getattr(inner, "converts_input", True)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # unpickling: not set yet
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module  # the engine casts for fp16 / bf16
-
-    def convert_input(self, batch: Any) -> Any:
-        return self.inner.convert_input(batch)
-
-    def forward_context(self) -> Any:
-        return self.inner.forward_context()
-
-    def unscale_gradients(self, optimizer: Any) -> None:
-        pass
-
-    def backward(self, loss: torch.Tensor, module: Any) -> None:  # pragma: no cover - the strategy calls the engine
-        raise RuntimeError("under strategy='deepspeed' the engine runs the backward pass")
-
-    def optimizer_step(self, optimizer: Any, closure: Callable[[], Any] | None = None) -> Any:  # pragma: no cover
-        raise RuntimeError("under strategy='deepspeed' the engine steps the optimizer")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 class DeepSpeedStrategy(DDPStrategy):
@@ -278,8 +187,8 @@ class DeepSpeedStrategy(DDPStrategy):
 
     @precision.setter
     def precision(self, value: Any) -> None:
-        if value is not None and not isinstance(value, _DeepSpeedPrecision):
-            value = _DeepSpeedPrecision(value)
+        if value is not None and not isinstance(value, DeepSpeedPrecision):
+            value = DeepSpeedPrecision(value)
         self._precision = value
 
     @property
@@ -333,7 +242,7 @@ class DeepSpeedStrategy(DDPStrategy):
             path, returned = self._pending_load
             self._pending_load = None
             if path is not None:
-                self.engine.load_checkpoint(path, tag=self._tag_of(path))
+                self.engine.load_checkpoint(path, tag=tag_of(path))
             # The kernel will now load these into the module: its own restored values.
             returned["state_dict"].clear()
             returned["state_dict"].update(module.state_dict())
@@ -345,42 +254,7 @@ class DeepSpeedStrategy(DDPStrategy):
         return self.setup_module_and_optimizers(self._module, optimizers)[1]
 
     def _build_config(self, trainer: Any) -> dict[str, Any]:
-        accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
-        micro = self._micro_batch_size(trainer)
-        on_cpu = self._device.type == "cpu"
-        if self.user_config is not None:
-            config = json.loads(json.dumps(self.user_config))
-        else:
-            name = self.precision.name if self.precision is not None else "32-true"
-            config = build_config(self.options, self.stage, self.offload_optimizer, self.offload_parameters, name)
-            config.update({"steps_per_print": 2**31 - 1, "wall_clock_breakdown": False})
-            clip = getattr(trainer, "gradient_clip_val", None)
-            if clip and getattr(trainer, "gradient_clip_algorithm", "norm") != "norm":
-                raise ValueError("strategy='deepspeed' clips gradients by norm only (gradient_clip_algorithm='norm').")
-            # Always explicit: DeepSpeed's own default is to clip at norm 1.0.
-            config["gradient_clipping"] = float(clip) if clip else 0.0
-            if on_cpu and self.cpu_torch_adam:
-                config["torch_adam"] = True
-                config["zero_force_ds_cpu_optimizer"] = False
-        config.setdefault("train_micro_batch_size_per_gpu", micro)
-        config.setdefault("gradient_accumulation_steps", accumulate)
-        if "train_batch_size" not in config:
-            config["train_batch_size"] = config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * self.world_size
-        if int(config["gradient_accumulation_steps"]) != accumulate:
-            warnings.warn(
-                f"The DeepSpeed config says gradient_accumulation_steps={config['gradient_accumulation_steps']} but the trainer "
-                f"accumulates {accumulate} batch(es); ember's loop decides when the optimizer steps.",
-                stacklevel=3,
-            )
-        return config
-
-    def _micro_batch_size(self, trainer: Any) -> int:
-        loader = getattr(trainer, "train_dataloader", None)
-        size = getattr(loader, "batch_size", None)
-        if size is None:
-            batch_sampler = getattr(loader, "batch_sampler", None)
-            size = getattr(batch_sampler, "batch_size", None)
-        return int(size or self.logging_batch_size_per_gpu or 1)
+        return engine_config(self, trainer)
 
     # ----------------------------------------------------------------- the step
     def backward(self, loss: torch.Tensor, module: Any) -> None:
@@ -426,10 +300,6 @@ class DeepSpeedStrategy(DDPStrategy):
             self._final_state = self.module_state_dict(module)
 
     # ----------------------------------------------------------------- checkpoints
-    @staticmethod
-    def _tag_of(path: str) -> str:
-        return TAG if os.path.isdir(os.path.join(path, TAG)) else _read_latest(path)
-
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
         if self.engine is None:
             raise RuntimeError(
@@ -450,24 +320,7 @@ class DeepSpeedStrategy(DDPStrategy):
                 f"strategy='deepspeed' resumes from DeepSpeed checkpoint directories; {path!r} is not a directory. "
                 "(A single-file ember checkpoint can be loaded with Module.load_from_checkpoint.)"
             )
-        tag = self._tag_of(path)
-        # ZeRO 1/2 write mp_rank_00_model_states.pt; ZeRO-3 one zero_pp_rank_<r>_mp_rank_00_model_states.pt per rank.
-        candidates = [os.path.join(path, tag, name) for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")]
-        model_file = next((c for c in candidates if os.path.isfile(c)), None)
-        if model_file is None:
-            raise ValueError(f"{path!r} is not a DeepSpeed checkpoint written by ember: no model states file in {os.path.join(path, tag)}.")
-        # Everything DeepSpeed will unpickle is checked first; ember's own part is read weights-only.
-        check_directory(path, tag)
-        saved = load_model_states(model_file)
-        client = dict(saved.get("ember") or {})
-        if not client:
-            raise ValueError(f"{path!r} is a DeepSpeed checkpoint without ember's client state; it was not written by ember.")
-        returned: dict[str, Any] = {**client, "state_dict": {}, "optimizer_states": [dict(OPTIMIZER_MARKER)]}
-        # Filled by setup_optimizers once the engine restored the weights; for
-        # stages that do not fit (validate/test/predict), the saved full weights.
-        if "module" in saved and self.zero_stage != 3:
-            prefix = "module."
-            returned["state_dict"].update({k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in saved["module"].items()})
+        returned = read_directory(path, self.zero_stage, OPTIMIZER_MARKER)
         self._pending_load = (path, returned)
         return returned
 
@@ -486,14 +339,6 @@ class DeepSpeedStrategy(DDPStrategy):
         state = super().__getstate__()
         state["engine"] = None
         return state
-
-
-def _read_latest(path: str) -> str:
-    latest = os.path.join(path, "latest")
-    if os.path.isfile(latest):
-        with open(latest) as f:
-            return f.read().strip()
-    return TAG
 
 
 def _preset(stage: int, offload: bool = False) -> type[DeepSpeedStrategy]:

@@ -87,3 +87,44 @@ def load_full_weights(path: str, optimizer_marker: dict[str, Any]) -> dict[str, 
     if "optimizer_states" in checkpoint:
         checkpoint["optimizer_states"] = [dict(optimizer_marker) for _ in checkpoint["optimizer_states"]]
     return checkpoint
+
+
+#: The tag under which ember's checkpoints sit inside the DeepSpeed checkpoint directory.
+TAG = "ember"
+
+
+def tag_of(path: str) -> str:
+    """The tag to load from the DeepSpeed checkpoint directory ``path``: ember's, else what ``latest`` names."""
+    if os.path.isdir(os.path.join(path, TAG)):
+        return TAG
+    latest = os.path.join(path, "latest")
+    if os.path.isfile(latest):
+        with open(latest) as f:
+            return f.read().strip()
+    return TAG
+
+
+def read_directory(path: str, zero_stage: int, optimizer_marker: dict[str, Any]) -> dict[str, Any]:
+    """ember's part of the DeepSpeed checkpoint directory ``path`` (checked
+    first, read weights-only): what the trainer restores, with ``optimizer_marker``
+    for the optimizer state (the engine restores the real one) and, below
+    ZeRO-3, the saved full weights."""
+    tag = tag_of(path)
+    # ZeRO 1/2 write mp_rank_00_model_states.pt; ZeRO-3 one zero_pp_rank_<r>_mp_rank_00_model_states.pt per rank.
+    candidates = [os.path.join(path, tag, name) for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")]
+    model_file = next((c for c in candidates if os.path.isfile(c)), None)
+    if model_file is None:
+        raise ValueError(f"{path!r} is not a DeepSpeed checkpoint written by ember: no model states file in {os.path.join(path, tag)}.")
+    # Everything DeepSpeed will unpickle is checked first; ember's own part is read weights-only.
+    check_directory(path, tag)
+    saved = load_model_states(model_file)
+    client = dict(saved.get("ember") or {})
+    if not client:
+        raise ValueError(f"{path!r} is a DeepSpeed checkpoint without ember's client state; it was not written by ember.")
+    returned: dict[str, Any] = {**client, "state_dict": {}, "optimizer_states": [dict(optimizer_marker)]}
+    # Filled by setup_module_and_optimizers once the engine restored the weights; for
+    # stages that do not fit (validate/test/predict), the saved full weights.
+    if "module" in saved and zero_stage != 3:
+        prefix = "module."
+        returned["state_dict"].update({k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in saved["module"].items()})
+    return returned

@@ -32,6 +32,8 @@ Which keyword goes where:
 
 from __future__ import annotations
 
+import json
+import warnings
 from typing import Any
 
 #: Lightning's DeepSpeedStrategy keywords that this module turns into config (with Lightning's defaults).
@@ -152,3 +154,48 @@ def apply_runtime_options(deepspeed: Any, options: dict[str, Any], config: dict[
             checkpoint_in_cpu=bool(activation.get("cpu_checkpointing")),
             synchronize=bool(activation.get("synchronize_checkpoint_boundary")),
         )
+
+
+def engine_config(strategy: Any, trainer: Any) -> dict[str, Any]:
+    """The config ``deepspeed.initialize`` gets: the strategy's ``config=``
+    (copied) or one built from its keywords and the trainer (clipping,
+    precision, CPU Adam), with the batch-size keys DeepSpeed needs filled in
+    (micro batch from the training dataloader, accumulation from the trainer)."""
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    micro = micro_batch_size(trainer, strategy.logging_batch_size_per_gpu)
+    on_cpu = strategy.root_device.type == "cpu"
+    if strategy.user_config is not None:
+        config = json.loads(json.dumps(strategy.user_config))
+    else:
+        name = strategy.precision.name if strategy.precision is not None else "32-true"
+        config = build_config(strategy.options, strategy.stage, strategy.offload_optimizer, strategy.offload_parameters, name)
+        config.update({"steps_per_print": 2**31 - 1, "wall_clock_breakdown": False})
+        clip = getattr(trainer, "gradient_clip_val", None)
+        if clip and getattr(trainer, "gradient_clip_algorithm", "norm") != "norm":
+            raise ValueError("strategy='deepspeed' clips gradients by norm only (gradient_clip_algorithm='norm').")
+        # Always explicit: DeepSpeed's own default is to clip at norm 1.0.
+        config["gradient_clipping"] = float(clip) if clip else 0.0
+        if on_cpu and strategy.cpu_torch_adam:
+            config["torch_adam"] = True
+            config["zero_force_ds_cpu_optimizer"] = False
+    config.setdefault("train_micro_batch_size_per_gpu", micro)
+    config.setdefault("gradient_accumulation_steps", accumulate)
+    if "train_batch_size" not in config:
+        config["train_batch_size"] = config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * strategy.world_size
+    if int(config["gradient_accumulation_steps"]) != accumulate:
+        warnings.warn(
+            f"The DeepSpeed config says gradient_accumulation_steps={config['gradient_accumulation_steps']} but the trainer "
+            f"accumulates {accumulate} batch(es); ember's loop decides when the optimizer steps.",
+            stacklevel=4,
+        )
+    return config
+
+
+def micro_batch_size(trainer: Any, fallback: int | None) -> int:
+    """The training dataloader's batch size, else ``fallback``, else 1."""
+    loader = getattr(trainer, "train_dataloader", None)
+    size = getattr(loader, "batch_size", None)
+    if size is None:
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        size = getattr(batch_sampler, "batch_size", None)
+    return int(size or fallback or 1)

@@ -38,7 +38,7 @@ def consolidate(sharded_dir: str | os.PathLike[str], output_file: str | os.PathL
     ``output_file``; returns the checkpoint written."""
     from ember.plugins.checkpoint_io.torch_io import TorchCheckpointIO
     from ember.plugins.strategies import safe_dcp
-    from ember.plugins.strategies.fsdp import META_FILE, SHARDED_KEY, optimizer_state_to_ids
+    from ember.plugins.strategies.fsdp_checkpoint import META_FILE, SHARDED_KEY, optimizer_state_to_ids
 
     sharded_dir, output_file = os.fspath(sharded_dir), os.fspath(output_file)
     if not os.path.isdir(sharded_dir):
