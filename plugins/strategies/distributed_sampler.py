@@ -1,5 +1,6 @@
-"""The distributed sampler ``ddp`` (and ``fsdp``, ``deepspeed``) inserts into plain
-map-style ``DataLoader``s, so that each process reads its own slice."""
+"""The distributed sampler ``ddp`` (and ``fsdp``, ``deepspeed``, ember-xla's
+``xla_ddp``) inserts into plain map-style ``DataLoader``s, so that each process
+reads its own slice."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from typing import Any
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 
-def split_across_ranks(dataloader: Any, stage: str, world_size: int, rank: int, warn_once: Callable[[str, str], None]) -> Any:
+def split_across_ranks(
+    dataloader: Any, stage: str, world_size: int, rank: int, warn_once: Callable[[str, str], None], name: str = "ddp"
+) -> Any:
     """``dataloader`` with a ``DistributedSampler`` in place of its sequential or
-    random sampler; anything else is returned as it is (with a warning once)."""
+    random sampler; anything else is returned as it is (with a warning once,
+    through ``warn_once(key, message)``; ``name``, the strategy's, starts the message)."""
     if not isinstance(dataloader, DataLoader):
         return dataloader
     if isinstance(dataloader.dataset, IterableDataset):
@@ -30,7 +34,7 @@ def split_across_ranks(dataloader: Any, stage: str, world_size: int, rank: int, 
         )
         warn_once(
             what,
-            f"ddp: the {stage} dataloader uses {what}, so ember did not insert a DistributedSampler: every process "
+            f"{name}: the {stage} dataloader uses {what}, so ember did not insert a DistributedSampler: every process "
             "sees the data that loader yields. Split it across ranks yourself, or pass a plain DataLoader.",
         )
         return dataloader
@@ -38,7 +42,7 @@ def split_across_ranks(dataloader: Any, stage: str, world_size: int, rank: int, 
         if sampler.replacement or sampler._num_samples is not None:
             warn_once(
                 "random-replacement",
-                f"ddp: the {stage} dataloader samples with replacement or a custom num_samples; it was left as it is.",
+                f"{name}: the {stage} dataloader samples with replacement or a custom num_samples; it was left as it is.",
             )
             return dataloader
         shuffle = True

@@ -19,15 +19,14 @@ backward pass (``xm.reduce_gradients``), so clipping and
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
+from ember.plugins.strategies.distributed_sampler import split_across_ranks, with_sampler
 from ember.plugins.strategies.single_device import SingleDeviceStrategy, move_to_device
 from ember_xla import _runtime
 from ember_xla.launcher import XLALauncher, XLAWorkerError, spawn_function  # noqa: F401  (re-exported)
@@ -247,40 +246,7 @@ class XLADDPStrategy(XLAStrategy):
     def process_dataloader(self, dataloader: Any, stage: str) -> Any:
         if not self.use_distributed_sampler or self.world_size <= 1:
             return dataloader
-        if not isinstance(dataloader, DataLoader) or isinstance(dataloader.dataset, IterableDataset):
-            return dataloader
-        sampler = dataloader.sampler
-        if isinstance(sampler, DistributedSampler):
-            return dataloader
-        batch_sampler = dataloader.batch_sampler
-        custom_batches = batch_sampler is not None and type(batch_sampler) is not torch.utils.data.BatchSampler
-        if type(dataloader) is not DataLoader or custom_batches or type(sampler) not in (SequentialSampler, RandomSampler):
-            kind = (
-                type(dataloader).__name__
-                if type(dataloader) is not DataLoader
-                else type(batch_sampler if custom_batches else sampler).__name__
-            )
-            self._warn_once(
-                f"sampler:{kind}",
-                f"xla_ddp: the {stage} dataloader uses {kind}, which ember cannot split across replicas, so every replica "
-                "gets the batches it yields. Give it a DistributedSampler yourself, or pass a plain DataLoader.",
-            )
-            return dataloader
-        if isinstance(sampler, RandomSampler) and (sampler.replacement or sampler._num_samples is not None):
-            self._warn_once(
-                "sampler:replacement",
-                f"xla_ddp: the {stage} dataloader samples with replacement or a fixed num_samples; it was left as it is.",
-            )
-            return dataloader
-        distributed = DistributedSampler(
-            dataloader.dataset,
-            num_replicas=self.world_size,
-            rank=self.global_rank,
-            shuffle=isinstance(sampler, RandomSampler),
-            seed=int(os.environ.get("EMBER_GLOBAL_SEED", 0)),
-            drop_last=False,
-        )
-        return rebuild_with_sampler(dataloader, distributed)
+        return split_across_ranks(dataloader, stage, self.world_size, self.global_rank, self._warn_once, name="xla_ddp")
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -328,26 +294,5 @@ class XLADDPStrategy(XLAStrategy):
         return state
 
 
-def rebuild_with_sampler(loader: DataLoader, sampler: Any) -> DataLoader:
-    """A plain DataLoader like ``loader`` that draws indices from ``sampler``."""
-    options: dict[str, Any] = {
-        name: getattr(loader, name)
-        for name in (
-            "batch_size",
-            "num_workers",
-            "collate_fn",
-            "pin_memory",
-            "drop_last",
-            "timeout",
-            "worker_init_fn",
-            "multiprocessing_context",
-            "generator",
-            "persistent_workers",
-        )
-    }
-    if loader.num_workers > 0:
-        options["prefetch_factor"] = loader.prefetch_factor
-    for optional in ("pin_memory_device", "in_order"):
-        if hasattr(loader, optional):
-            options[optional] = getattr(loader, optional)
-    return DataLoader(loader.dataset, sampler=sampler, **options)
+#: The older name of :func:`ember.plugins.strategies.distributed_sampler.with_sampler`.
+rebuild_with_sampler = with_sampler
