@@ -160,6 +160,8 @@ class AutomaticOptimization:
             and not self.dispatch.on_before_optimizer_step
             and not (trainer.gradient_clip_val or trainer._clipping_overridden)
         )
+        if self.plain_step:
+            self.step_closure = self._closure  # nothing to do between backward and step: no wrapper call
 
     def run(self, batch: Any, batch_idx: int, is_last_batch: bool) -> tuple[Any, bool]:
         """Returns ``(training_step output, whether the optimizer stepped)``."""
@@ -199,8 +201,6 @@ class AutomaticOptimization:
 
     def _step_closure(self) -> Any:
         loss = self._closure()
-        if self.plain_step:
-            return loss
         _before_step(self.trainer, self.module, self.optimizer)
         return loss
 
