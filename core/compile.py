@@ -57,6 +57,11 @@ def accept(model: Any, fn: str = "fit") -> Any:
         # The OptimizedModule's own context, so the user's backend/mode/options apply.
         inner._compiled_call_impl = model.dynamo_ctx(inner._call_impl)
         inner.__dict__[_RECORD] = _CompiledCall(inner, model.dynamo_ctx)
+    # Lightning, once imported, wraps torch.compile to keep its arguments on
+    # the module (``_compile_kwargs``, for Fabric's own re-compiling). ember
+    # keeps its own record above; Lightning's copy would make the module
+    # unpicklable for a worker process whenever the backend is a local function.
+    inner.__dict__.pop("_compile_kwargs", None)
     return inner
 
 

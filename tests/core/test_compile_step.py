@@ -280,3 +280,17 @@ def test_inductor_compiled_step_and_training_step(tmp_path: Any) -> None:
     _fit(tmp_path / "b", resumed, [callback], epochs=2, ckpt_path=path, **opts)
     assert _max_diff(resumed, reference) < 1e-4
     assert callback.stats is not None and callback.stats.frames >= 2
+
+
+def test_lightning_imported_alongside_does_not_make_the_module_unpicklable() -> None:
+    # Importing Lightning wraps torch.compile to store its arguments on the
+    # module (the local backend included), which pickle cannot copy.
+    pytest.importorskip("pytorch_lightning")
+
+    def local_backend(gm: Any, example_inputs: Any) -> Any:
+        return gm.forward
+
+    model = accept(torch.compile(Plain(), backend=local_backend))
+    with pytest.warns(UserWarning, match="does not pickle"):
+        copied = pickle.loads(pickle.dumps(model))
+    assert copied._compiled_call_impl is None
