@@ -143,7 +143,7 @@ def match_records(cb: Any, saved_dir: str | None) -> None:
         return kept
 
     cb.best_k_models = {m: score for p, score in cb.best_k_models.items() if (m := match(p))}
-    cb._recent = [m for p in cb._recent if (m := match(p))]
+    cb.recent_model_paths = [m for p in cb.recent_model_paths if (m := match(p))]
     cb.last_model_path = match(cb.last_model_path)
     best = match(cb.best_model_path)
     if best != cb.best_model_path and cb.monitor is not None:
@@ -219,7 +219,7 @@ def rename_record(cb: Any, old: str, new: str) -> None:
     """Every record of ``old`` now names ``new`` (the file was written under another name)."""
     if old in cb.best_k_models:
         cb.best_k_models[new] = cb.best_k_models.pop(old)
-    cb._recent = [new if p == old else p for p in cb._recent]
+    cb.recent_model_paths = [new if p == old else p for p in cb.recent_model_paths]
     for attr in ("best_model_path", "kth_best_model_path", "last_model_path"):
         if getattr(cb, attr) == old:
             setattr(cb, attr, new)
@@ -240,7 +240,7 @@ def checkpoint_state(cb: Any) -> dict[str, Any]:
         "kth_best_model_path": cb.kth_best_model_path,
         "kth_value": f(cb.kth_value),
         "last_model_path": cb.last_model_path,
-        "recent": list(cb._recent),
+        "recent": list(cb.recent_model_paths),
     }
 
 
@@ -260,7 +260,7 @@ def load_checkpoint_state(cb: Any, state: dict[str, Any]) -> None:
     cb.kth_best_model_path = path(state.get("kth_best_model_path"))
     cb.kth_value = t(state.get("kth_value"))
     cb.last_model_path = path(state.get("last_model_path"))
-    cb._recent = [p for p in state.get("recent") or [] if isinstance(p, str)]
+    cb.recent_model_paths = [p for p in state.get("recent") or [] if isinstance(p, str)]
 
 
 class CheckpointFiles:
@@ -324,7 +324,7 @@ class CheckpointFiles:
     def _remove(self, trainer: Trainer, filepath: str) -> None:
         if filepath not in self._written:
             return  # not ours (an earlier run's, or the user's): leave it
-        if filepath in self.best_k_models or filepath in self._recent or filepath in (self.best_model_path, self.last_model_path):
+        if filepath in self.best_k_models or filepath in self.recent_model_paths or filepath in (self.best_model_path, self.last_model_path):
             return  # still referenced
         self._written.discard(filepath)
         strategy = getattr(trainer, "strategy", None)

@@ -151,7 +151,8 @@ class ModelCheckpoint(CheckpointFiles, Callback):
         self.best_model_path = ""
         self.last_model_path = ""
         self.current_score: torch.Tensor | None = None
-        self._recent: list[str] = []  # without a monitor: latest first-in, first-out
+        #: Without a monitor: the paths of the last ``save_top_k`` checkpoints, oldest first (first in, first out).
+        self.recent_model_paths: list[str] = []
 
         # This run only.
         self._written: set[str] = set()
@@ -345,20 +346,20 @@ class ModelCheckpoint(CheckpointFiles, Callback):
 
     def _save_latest(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         k = self.save_top_k
-        reusable = self._recent[0] if k > 0 and len(self._recent) >= k else None
+        reusable = self.recent_model_paths[0] if k > 0 and len(self.recent_model_paths) >= k else None
         filepath = self._free_path(self.format_checkpoint_name(candidates), reusable=reusable)
-        if filepath in self._recent:
-            self._recent.remove(filepath)
-        self._recent.append(filepath)
+        if filepath in self.recent_model_paths:
+            self.recent_model_paths.remove(filepath)
+        self.recent_model_paths.append(filepath)
         dropped: list[str] = []
-        while k != -1 and len(self._recent) > k:
-            dropped.append(self._recent.pop(0))
+        while k != -1 and len(self.recent_model_paths) > k:
+            dropped.append(self.recent_model_paths.pop(0))
         self.best_model_path = filepath
         if self.verbose:
             self._say(trainer, f"epoch {trainer.current_epoch}, step {trainer.global_step}: saving model to {filepath!r}")
         self._save_checkpoint(trainer, filepath, reusable=reusable)
         for path in dropped:
-            if path not in self._recent:
+            if path not in self.recent_model_paths:
                 self._remove(trainer, path)
 
     def _save_last(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
