@@ -166,7 +166,7 @@ def position_state(trainer: Trainer) -> dict[str, Any]:
         state["epoch_rng_per_rank"] = gather(position.epoch_rng)
     if trainer.state.train_results is not None and (position.batches_done or position.phase == EPOCH_END):
         state["results"] = trainer.state.train_results.state_dict(trainer.module)
-    stepper = getattr(trainer, "_stepper", None)
+    stepper = trainer._stepper
     if stepper is not None and stepper.mid_window:
         state["accumulated_grads"] = accumulated_grads(trainer.module)  # type: ignore[arg-type]
     return state

@@ -137,7 +137,7 @@ def resolve_depth(setting: Any, device: torch.device, loader: Any) -> int | None
 def wrap(trainer: Any, loader: Any, iterator: Iterator[Any], to_device: Callable[[Any], Any]) -> DevicePrefetcher | None:
     """The prefetching iterator for this epoch, or ``None`` when prefetching is off."""
     device = trainer.strategy.root_device
-    depth = resolve_depth(getattr(trainer, "device_prefetch", None), device, loader)
+    depth = resolve_depth(trainer.device_prefetch, device, loader)
     if depth is None:
         return None
     return DevicePrefetcher(iterator, to_device, device, depth)
