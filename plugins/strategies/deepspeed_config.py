@@ -170,8 +170,8 @@ def engine_config(strategy: Any, trainer: Any) -> dict[str, Any]:
         name = strategy.precision.name if strategy.precision is not None else "32-true"
         config = build_config(strategy.options, strategy.stage, strategy.offload_optimizer, strategy.offload_parameters, name)
         config.update({"steps_per_print": 2**31 - 1, "wall_clock_breakdown": False})
-        clip = getattr(trainer, "gradient_clip_val", None)
-        if clip and getattr(trainer, "gradient_clip_algorithm", "norm") != "norm":
+        clip = trainer.gradient_clip_val
+        if clip and (trainer.gradient_clip_algorithm or "norm") != "norm":
             raise ValueError("strategy='deepspeed' clips gradients by norm only (gradient_clip_algorithm='norm').")
         # Always explicit: DeepSpeed's own default is to clip at norm 1.0.
         config["gradient_clipping"] = float(clip) if clip else 0.0
