@@ -119,7 +119,7 @@ class AdvancedProfiler(SimpleProfiler):
         return f"{title}\n{'-' * len(title)}\n{self._stats_text}\n"
 
     def _default_dir(self, trainer: Trainer) -> str | None:
-        return getattr(trainer, "log_dir", None) or "."
+        return trainer.log_dir or "."
 
     def cprofile_text(self) -> str:
         """The cProfile listing of the last run."""

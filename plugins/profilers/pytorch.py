@@ -138,7 +138,7 @@ class TorchProfiler(Callback):
 
         if self._prof is not None:
             return
-        self._dir = self.dirpath or getattr(trainer, "log_dir", None) or "."
+        self._dir = self.dirpath or trainer.log_dir or "."
         os.makedirs(self._dir, exist_ok=True)
         self.trace_paths = []
         module = trainer.lightning_module
@@ -165,8 +165,8 @@ class TorchProfiler(Callback):
         )
         self._prof.start()
 
-    def _export(self, prof: Any, trainer: Any) -> None:
-        rank = f"-rank{trainer.global_rank}" if int(getattr(trainer, "world_size", 1) or 1) > 1 else ""
+    def _export(self, prof: Any, trainer: Trainer) -> None:
+        rank = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         path = os.path.join(self._dir, f"{self.filename}{rank}-{len(self.trace_paths)}.json")
         if self.export_to_chrome:
             prof.export_chrome_trace(path)
@@ -202,7 +202,7 @@ class TorchProfiler(Callback):
                 stacklevel=3,
             )
             return
-        if getattr(trainer, "is_global_zero", True):
+        if trainer.is_global_zero:
             lines = [f"TorchProfiler: {len(self.trace_paths)} trace(s) in {self._dir}: " + ", ".join(os.path.basename(p) for p in self.trace_paths)] if self.trace_paths else []
             if self._table:
                 lines.append(self._table)

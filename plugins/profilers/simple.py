@@ -302,7 +302,7 @@ class SimpleProfiler(Callback):
         extra = self._extra_report(trainer)
         if extra:
             text += "\n" + extra
-        if getattr(trainer, "is_global_zero", True):
+        if trainer.is_global_zero:
             sys.stdout.write("\n" + text)
             sys.stdout.flush()
         path = self._report_path(trainer)
@@ -325,7 +325,7 @@ class SimpleProfiler(Callback):
     def _report_path(self, trainer: Trainer) -> str | None:
         dirpath = self.dirpath
         if dirpath is None and self.filename is not None:
-            dirpath = getattr(trainer, "log_dir", None) or "."
+            dirpath = trainer.log_dir or "."
         if dirpath is None:
             dirpath = self._default_dir(trainer)
         if dirpath is None:
@@ -333,11 +333,11 @@ class SimpleProfiler(Callback):
         return os.path.join(dirpath, _rank_name(self.filename or self.default_filename, trainer))
 
 
-def _rank_name(filename: str, trainer: Any) -> str:
+def _rank_name(filename: str, trainer: Trainer) -> str:
     stem, ext = os.path.splitext(filename)
     ext = ext or ".txt"
-    if int(getattr(trainer, "world_size", 1) or 1) > 1:
-        stem = f"{stem}-rank{getattr(trainer, 'global_rank', 0)}"
+    if trainer.world_size > 1:
+        stem = f"{stem}-rank{trainer.global_rank}"
     return stem + ext
 
 
