@@ -36,17 +36,9 @@ def missing_metric_error(owner: str, monitor: str, available: Any) -> MissingMet
     )
 
 
-def has_validation(trainer: Any) -> bool:
+def has_validation(trainer: Trainer) -> bool:
     """Whether this fit has validation batches to run at all."""
-    n = getattr(trainer, "num_val_batches", 0)
-    values = n if isinstance(n, (list, tuple)) else [n]
-    for v in values:
-        try:
-            if float(v or 0) > 0:
-                return True
-        except (TypeError, ValueError):
-            continue
-    return False
+    return any(n > 0 for n in trainer.num_val_batches)
 
 
 def as_number(value: Any) -> int | float:
@@ -297,8 +289,8 @@ class CheckpointFiles:
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str, reusable: str | None = None) -> None:
         self._last_global_step_saved = trainer.global_step
-        strategy = getattr(trainer, "strategy", None)
-        several = strategy is not None and getattr(trainer, "world_size", 1) > 1
+        strategy = trainer.strategy
+        several = trainer.world_size > 1
         if several:
             # Rank zero looked at the files; every rank must use the name it chose.
             agreed = strategy.broadcast(filepath, 0)
@@ -318,7 +310,7 @@ class CheckpointFiles:
                 rename_record(self, filepath, claimed)
                 filepath = claimed
         self._written.add(filepath)
-        if getattr(trainer, "is_global_zero", True) and self.dirpath:
+        if trainer.is_global_zero and self.dirpath:
             write_record(self.dirpath, self.state_key, record_entry(self))
 
     def _remove(self, trainer: Trainer, filepath: str) -> None:
@@ -327,12 +319,7 @@ class CheckpointFiles:
         if filepath in self.best_k_models or filepath in self.recent_model_paths or filepath in (self.best_model_path, self.last_model_path):
             return  # still referenced
         self._written.discard(filepath)
-        strategy = getattr(trainer, "strategy", None)
-        remover = getattr(strategy, "remove_checkpoint", None)
-        if remover is not None:
-            remover(filepath)
-        elif getattr(trainer, "is_global_zero", True) and os.path.exists(filepath):
-            os.remove(filepath)
+        trainer.strategy.remove_checkpoint(filepath)
 
 
 def write_record(directory: str, key: str, entry: dict[str, Any]) -> None:

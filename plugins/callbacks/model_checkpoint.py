@@ -60,9 +60,8 @@ if TYPE_CHECKING:
     from ember.trainer import Trainer
 
 
-def _state_stage(trainer: Any) -> tuple[Any, bool]:
-    state = getattr(trainer, "state", None)
-    return getattr(state, "fn", None), bool(getattr(trainer, "sanity_checking", False))
+def _state_stage(trainer: Trainer) -> tuple[str | None, bool]:
+    return trainer.state.fn, trainer.sanity_checking
 
 
 class ModelCheckpoint(CheckpointFiles, Callback):
@@ -186,16 +185,15 @@ class ModelCheckpoint(CheckpointFiles, Callback):
         if self._user_dirpath is not None:
             dirpath, culprit = self._user_dirpath, f"ModelCheckpoint(dirpath=...) (now {self._user_dirpath!r})"
         else:
-            base = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None) or os.getcwd()
+            base = trainer.log_dir or trainer.default_root_dir or os.getcwd()
             dirpath, culprit = os.path.join(os.fspath(base), "checkpoints"), "Trainer(default_root_dir=...) or ModelCheckpoint(dirpath=...)"
-        strategy = getattr(trainer, "strategy", None)
-        if strategy is not None and getattr(trainer, "world_size", 1) > 1:
-            dirpath = strategy.broadcast(dirpath)
+        if trainer.world_size > 1:
+            dirpath = trainer.strategy.broadcast(dirpath)
         self.dirpath = dirpath
         self._dir_resolved = True
         if stage == "fit":
             check_writable_dir(dirpath, culprit)  # now, not when the first save fails an epoch later
-            if getattr(trainer, "is_global_zero", True):
+            if trainer.is_global_zero:
                 remove_stale_temp_files(dirpath)
         if self._restored_dir is not None:
             saved, self._restored_dir = self._restored_dir, None
@@ -271,7 +269,7 @@ class ModelCheckpoint(CheckpointFiles, Callback):
     # ------------------------------------------------------------------ decisions
     def _should_skip(self, trainer: Trainer) -> bool:
         fn, sanity = _state_stage(trainer)
-        return sanity or fn != "fit" or bool(getattr(trainer, "fast_dev_run", False)) or trainer.global_step == self._last_global_step_saved
+        return sanity or fn != "fit" or bool(trainer.fast_dev_run) or trainer.global_step == self._last_global_step_saved
 
     def _save_on_schedule(self, trainer: Trainer, candidates: dict[str, Any]) -> None:
         n = self._every_n_epochs
@@ -280,7 +278,7 @@ class ModelCheckpoint(CheckpointFiles, Callback):
         self._save_last(trainer, candidates)
 
     def _monitor_candidates(self, trainer: Trainer) -> dict[str, Any]:
-        candidates = dict(getattr(trainer, "callback_metrics", {}) or {})
+        candidates = dict(trainer.callback_metrics)
         candidates["epoch"] = trainer.current_epoch
         candidates["step"] = trainer.global_step
         return candidates
@@ -307,9 +305,7 @@ class ModelCheckpoint(CheckpointFiles, Callback):
             if may_defer and not self._validation_ran and has_validation(trainer):
                 # A validation metric before the first validation: nothing to rank yet.
                 return
-            raise missing_metric_error(
-                f"ModelCheckpoint(monitor={self.monitor!r})", self.monitor, getattr(trainer, "callback_metrics", {}) or {}
-            )
+            raise missing_metric_error(f"ModelCheckpoint(monitor={self.monitor!r})", self.monitor, trainer.callback_metrics)
         current = score_tensor(candidates[self.monitor], self.mode)
         if self.check_monitor_top_k(trainer, current):
             self._update_best_and_save(trainer, current, candidates)
@@ -375,7 +371,7 @@ class ModelCheckpoint(CheckpointFiles, Callback):
 
     # ------------------------------------------------------------------ files
     def _say(self, trainer: Trainer, message: str) -> None:
-        if getattr(trainer, "is_global_zero", True):
+        if trainer.is_global_zero:
             print(f"ModelCheckpoint: {message}", flush=True)
 
     # ------------------------------------------------------------------ state

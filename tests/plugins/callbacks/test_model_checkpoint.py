@@ -263,9 +263,10 @@ def test_load_state_dict_round_trip(tmp_path):
 
 @pytest.mark.parametrize("restore_first", [True, False], ids=["restore-then-setup", "setup-then-restore"])
 def test_restored_records_are_matched_by_name_in_this_runs_directory(tmp_path, restore_first):
-    from types import SimpleNamespace
+    from ember import Trainer
 
-    trainer = SimpleNamespace(world_size=1, log_dir=str(tmp_path / "new_version"), default_root_dir=str(tmp_path))
+    trainer = Trainer(default_root_dir=tmp_path / "new_version", logger=False)  # its log_dir: the root dir
+    assert trainer.log_dir == str(tmp_path / "new_version")
     saved = ModelCheckpoint(dirpath=tmp_path / "old", monitor="m")
     saved.best_k_models = {str(tmp_path / "old" / "a.ckpt"): torch.tensor(0.5), str(tmp_path / "old" / "b.ckpt"): torch.tensor(0.7)}
     saved.best_model_path, saved.best_model_score = str(tmp_path / "old" / "a.ckpt"), torch.tensor(0.5)
