@@ -84,12 +84,12 @@ class DeviceStatsMonitor(Callback):
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
         self._last_logged_step = -1
         self._last_times = (time.perf_counter(), time.process_time())
-        device = getattr(getattr(trainer, "strategy", None), "root_device", None)
-        self._cuda_device = device if getattr(device, "type", None) == "cuda" else None
+        device = trainer.strategy.root_device
+        self._cuda_device = device if device.type == "cuda" else None
         self._log_cpu = self._cuda_device is None if self.cpu_stats is None else bool(self.cpu_stats)
         if self.cpu_stats is False and self._cuda_device is None:
             warnings.warn("DeviceStatsMonitor(cpu_stats=False) on a non-CUDA device has nothing to log.", stacklevel=2)
-        if not getattr(trainer, "loggers", None):
+        if not trainer.loggers:
             warnings.warn("DeviceStatsMonitor: the Trainer has no logger, so the statistics are kept in .history only.", stacklevel=2)
 
     def on_train_batch_end(self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -109,15 +109,14 @@ class EarlyStopping(Callback):
             self._validation_ran = False
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
-        state = getattr(trainer, "state", None)
-        if getattr(trainer, "sanity_checking", False) or getattr(state, "fn", None) != "fit":
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         epoch = trainer.current_epoch
         self._validation_ran = True
         self._validated_epoch = epoch
         if self._check_on_train_epoch_end is True:
             return
-        if self._check_on_train_epoch_end is None and self.monitor not in (getattr(trainer, "callback_metrics", None) or {}):
+        if self._check_on_train_epoch_end is None and self.monitor not in trainer.callback_metrics:
             return  # maybe a training-epoch metric: on_train_epoch_end decides (and complains)
         self._checked_epoch = epoch
         self._run_check(trainer)
@@ -139,9 +138,9 @@ class EarlyStopping(Callback):
         return a < b if self.mode == "min" else a > b
 
     def _run_check(self, trainer: Trainer) -> None:
-        if getattr(trainer, "fast_dev_run", False):
+        if trainer.fast_dev_run:
             return
-        metrics = getattr(trainer, "callback_metrics", None) or {}
+        metrics = trainer.callback_metrics
         if self.monitor not in metrics:
             error = missing_metric_error(f"EarlyStopping(monitor={self.monitor!r})", self.monitor, metrics)
             if self.strict:
@@ -153,16 +152,15 @@ class EarlyStopping(Callback):
         value = metrics[self.monitor]
         current = float(value.item() if hasattr(value, "item") else value)
         should_stop, reason, message = self._evaluate(current)
-        strategy = getattr(trainer, "strategy", None)
-        if strategy is not None and getattr(trainer, "world_size", 1) > 1:
-            should_stop = bool(strategy.broadcast(should_stop, 0))
+        if trainer.world_size > 1:
+            should_stop = bool(trainer.strategy.broadcast(should_stop, 0))
         if should_stop:
             trainer.should_stop = True
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason = reason
             self.stopping_reason_message = message
         if message and self.verbose:
-            world_size, rank = getattr(trainer, "world_size", 1), getattr(trainer, "global_rank", 0)
+            world_size, rank = trainer.world_size, trainer.global_rank
             if rank == 0 or not self.log_rank_zero_only:
                 # Every rank says it (tagged with its rank) unless log_rank_zero_only, as in Lightning.
                 print(f"EarlyStopping: {message}" if world_size == 1 else f"[rank: {rank}] EarlyStopping: {message}", flush=True)

@@ -54,7 +54,7 @@ class LearningRateMonitor(Callback):
 
     # ------------------------------------------------------------------ set-up
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
-        if not getattr(trainer, "loggers", None):
+        if not trainer.loggers:
             raise NoLoggerError(
                 "LearningRateMonitor has nowhere to write: the Trainer has no logger. "
                 "Pass one (e.g. Trainer(logger=CSVLogger(...))) or remove the LearningRateMonitor."
@@ -82,11 +82,11 @@ class LearningRateMonitor(Callback):
                 return [f"{base}/{groups[0]['name']}" if groups[0].get("name") else base]
             return [f"{base}/{g.get('name', f'pg{i + 1}')}" for i, g in enumerate(groups)]
 
-        for cfg in getattr(trainer, "lr_scheduler_configs", None) or []:
+        for cfg in trainer.lr_scheduler_configs:
             opt = cfg.scheduler.optimizer
             base = cfg.name if cfg.name is not None else f"lr-{type(opt).__name__}"
             tracked.append((opt, names_for(opt, base, cfg.name is None), cfg.interval or "epoch"))
-        for opt in getattr(trainer, "optimizers", None) or []:
+        for opt in trainer.optimizers:
             opt = getattr(opt, "optimizer", opt)
             if not any(opt is s for s in seen):
                 tracked.append((opt, names_for(opt, f"lr-{type(opt).__name__}", True), None))
@@ -96,7 +96,7 @@ class LearningRateMonitor(Callback):
     def on_train_batch_start(self, trainer: Trainer, module: Module, batch: Any, batch_idx: int) -> None:
         # As Lightning: before the step that will make global_step a multiple of
         # log_every_n_steps, at the step count of that moment.
-        every = int(getattr(trainer, "log_every_n_steps", 1) or 1)
+        every = trainer.log_every_n_steps
         if self.logging_interval != "epoch" and (trainer.global_step + 1) % every == 0:
             self._log(trainer, "step")
 

@@ -124,7 +124,7 @@ class ModelSummary(Callback):
         self.max_depth = max_depth
 
     def on_fit_start(self, trainer: Trainer, module: Module) -> None:
-        if self.max_depth == 0 or not getattr(trainer, "is_global_zero", True):
+        if self.max_depth == 0 or not trainer.is_global_zero:
             return
         print(summarize(module, self.max_depth), flush=True)
 

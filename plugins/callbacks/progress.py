@@ -114,7 +114,7 @@ class ProgressBar(Callback):
 
     # ------------------------------------------------------------------ helpers
     def _active(self, trainer: Trainer) -> bool:
-        return self._enabled and getattr(trainer, "is_global_zero", True)
+        return self._enabled and trainer.is_global_zero
 
     def _use_tqdm(self) -> bool:
         if self._tty is None:
@@ -139,9 +139,8 @@ class ProgressBar(Callback):
 
     @staticmethod
     def _epoch_label(trainer: Trainer) -> str:
-        epoch = getattr(trainer, "current_epoch", 0) + 1
-        max_epochs = getattr(trainer, "max_epochs", None)
-        if isinstance(max_epochs, int) and max_epochs > 0:
+        epoch, max_epochs = trainer.current_epoch + 1, trainer.max_epochs
+        if max_epochs > 0:
             return f"epoch {epoch}/{max_epochs}"
         return f"epoch {epoch}"
 
@@ -204,7 +203,7 @@ class ProgressBar(Callback):
     def on_train_epoch_start(self, trainer: Trainer, module: Module) -> None:
         if not self._active(trainer):
             return
-        total = _total(getattr(trainer, "num_training_batches", None))
+        total = _total(trainer.num_training_batches)
         label = self._epoch_label(trainer)
         bar = self._train
         if bar is not None:
@@ -243,27 +242,24 @@ class ProgressBar(Callback):
         self._train = None
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_total(self, trainer: Trainer, attr: str) -> int | None:
-        return _total(getattr(trainer, attr, None))
-
     def on_sanity_check_start(self, trainer: Trainer, module: Module) -> None:
         if not self._active(trainer) or not self._use_tqdm():
             return
         self._close(self._eval)
-        self._eval = self._start_bar("sanity check", self._eval_total(trainer, "num_sanity_val_batches"), position=1, leave=False)
+        self._eval = self._start_bar("sanity check", _total(trainer.num_sanity_val_batches), position=1, leave=False)
 
     def on_sanity_check_end(self, trainer: Trainer, module: Module) -> None:
         self._close(self._eval)
         self._eval = None
 
     def on_validation_start(self, trainer: Trainer, module: Module) -> None:
-        if not self._active(trainer) or getattr(trainer, "sanity_checking", False):
+        if not self._active(trainer) or trainer.sanity_checking:
             return
-        in_fit = getattr(getattr(trainer, "state", None), "fn", None) == "fit"
+        in_fit = trainer.state.fn == "fit"
         if in_fit and not self._use_tqdm():
             return  # plain mode: the epoch-end line carries the validation metrics
         self._close(self._eval)
-        total = self._eval_total(trainer, "num_val_batches")
+        total = _total(trainer.num_val_batches)
         self._eval = self._start_bar("validation", total, position=1 if in_fit else 0, leave=self.leave and not in_fit)
 
     def on_validation_batch_end(
@@ -279,20 +275,20 @@ class ProgressBar(Callback):
         self._val_metrics = {}
 
     def on_validation_end(self, trainer: Trainer, module: Module) -> None:
-        in_fit = getattr(getattr(trainer, "state", None), "fn", None) == "fit"
-        if in_fit and self._active(trainer) and not getattr(trainer, "sanity_checking", False):
+        in_fit = trainer.state.fn == "fit"
+        if in_fit and self._active(trainer) and not trainer.sanity_checking:
             # Once per validation run: keep its values for the training display.
             self._val_metrics = {}
             self._val_metrics = self._metrics(trainer)
         self._finish_eval(trainer, with_metrics=True)
-        if self._train is not None and self._train.tqdm is not None and not getattr(trainer, "sanity_checking", False):
+        if self._train is not None and self._train.tqdm is not None and not trainer.sanity_checking:
             self._redraw(self._train, trainer, with_metrics=True)  # show the new validation metrics
 
-    def _start_eval(self, trainer: Trainer, label: str, total_attr: str) -> None:
+    def _start_eval(self, trainer: Trainer, label: str, counts: list[float]) -> None:
         if not self._active(trainer):
             return
         self._close(self._eval)
-        self._eval = self._start_bar(label, self._eval_total(trainer, total_attr), position=0, leave=self.leave)
+        self._eval = self._start_bar(label, _total(counts), position=0, leave=self.leave)
 
     def _advance_eval(self, trainer: Trainer) -> None:
         bar = self._eval
@@ -302,7 +298,7 @@ class ProgressBar(Callback):
         self._tick(bar, trainer, with_metrics=False, plain=True)
 
     def on_test_start(self, trainer: Trainer, module: Module) -> None:
-        self._start_eval(trainer, "test", "num_test_batches")
+        self._start_eval(trainer, "test", trainer.num_test_batches)
 
     def on_test_batch_end(
         self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -313,7 +309,7 @@ class ProgressBar(Callback):
         self._finish_eval(trainer, with_metrics=True)
 
     def on_predict_start(self, trainer: Trainer, module: Module) -> None:
-        self._start_eval(trainer, "predict", "num_predict_batches")
+        self._start_eval(trainer, "predict", trainer.num_predict_batches)
 
     def on_predict_batch_end(
         self, trainer: Trainer, module: Module, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0

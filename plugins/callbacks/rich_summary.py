@@ -24,7 +24,7 @@ class RichModelSummary(ModelSummary):
         self.console_kwargs = summarize_kwargs
 
     def on_fit_start(self, trainer: Trainer, module: Module) -> None:
-        if self.max_depth == 0 or not getattr(trainer, "is_global_zero", True):
+        if self.max_depth == 0 or not trainer.is_global_zero:
             return
         from rich.console import Console
         from rich.panel import Panel

@@ -102,7 +102,7 @@ class ThroughputMonitor(Callback):
     # ------------------------------------------------------------------ counting
     def on_train_start(self, trainer: Trainer, module: Module) -> None:
         self._reset()
-        if not getattr(trainer, "loggers", None) and not self._warned:
+        if not trainer.loggers and not self._warned:
             self._warned = True
             warnings.warn("ThroughputMonitor: the Trainer has no logger, so the rates are kept in .history only.", stacklevel=2)
 

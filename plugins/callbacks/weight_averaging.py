@@ -216,7 +216,7 @@ class StochasticWeightAveraging(WeightAveraging):
         if self._average_model is None or self._average_model.n_averaged.item() == 0:
             return
         super().on_train_end(trainer, module)
-        loader = getattr(trainer, "train_dataloader", None)
+        loader = trainer.train_dataloader
         if loader is not None and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
             from torch.optim.swa_utils import update_bn
 
