@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ember.trainer import Trainer
 
 
-def checkpoint_files(trainer: Any) -> list[str]:
+def checkpoint_files(trainer: Trainer) -> list[str]:
     """The checkpoint files (or directories) the trainer's ``ModelCheckpoint`` callbacks keep now."""
     found: set[str] = set()
-    for callback in getattr(trainer, "checkpoint_callbacks", []) or []:
+    for callback in trainer.checkpoint_callbacks:
         found.update(str(p) for p in (getattr(callback, "best_k_models", None) or {}))
         for attr in ("best_model_path", "last_model_path"):
             path = getattr(callback, attr, "")
@@ -43,21 +46,21 @@ class CheckpointUploader:
         self.upload = upload
         self.uploaded: dict[str, float] = {}
 
-    def _every_save(self, trainer: Any) -> bool:
+    def _every_save(self, trainer: Trainer) -> bool:
         if self.mode == "all":
             return True
-        return self.mode is True and any(getattr(c, "save_top_k", None) == -1 for c in getattr(trainer, "checkpoint_callbacks", []) or [])
+        return self.mode is True and any(getattr(c, "save_top_k", None) == -1 for c in trainer.checkpoint_callbacks)
 
-    def after_possible_save(self, trainer: Any) -> None:
+    def after_possible_save(self, trainer: Trainer) -> None:
         if self._every_save(trainer):
             self.sync(trainer)
 
-    def at_train_end(self, trainer: Any) -> None:
+    def at_train_end(self, trainer: Trainer) -> None:
         if self.mode:
             self.sync(trainer)
 
-    def sync(self, trainer: Any) -> None:
-        if not getattr(trainer, "is_global_zero", True):
+    def sync(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero:
             return
         for path in checkpoint_files(trainer):
             stamp = os.path.getmtime(path)
@@ -66,11 +69,11 @@ class CheckpointUploader:
                 self.uploaded[path] = stamp
 
 
-def checkpoint_score(trainer: Any, path: str) -> tuple[float | None, bool]:
+def checkpoint_score(trainer: Trainer, path: str) -> tuple[float | None, bool]:
     """The monitored score of the checkpoint at ``path`` (if a ``ModelCheckpoint``
     ranks it) and whether it is a best model."""
     score, best = None, False
-    for callback in getattr(trainer, "checkpoint_callbacks", []) or []:
+    for callback in trainer.checkpoint_callbacks:
         value = (getattr(callback, "best_k_models", None) or {}).get(path)
         if value is not None:
             score = float(value)

@@ -144,7 +144,7 @@ class TensorBoardLogger(VersionedLogger):
             self.experiment.add_graph(model, example)
 
     def on_train_start(self, trainer: Any, module: Any) -> None:
-        if self._log_graph and getattr(trainer, "is_global_zero", True):
+        if self._log_graph and trainer.is_global_zero:
             self.log_graph(module)
 
     def log_hyperparams(self, params: Any, metrics: dict[str, float] | None = None) -> None:

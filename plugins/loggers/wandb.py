@@ -228,7 +228,7 @@ class WandbLogger(Logger):
 
         run = self.experiment
         score, best = checkpoint_score(trainer, path)
-        metadata = {"original_filename": os.path.basename(path), "score": score, "step": getattr(trainer, "global_step", None)}
+        metadata = {"original_filename": os.path.basename(path), "score": score, "step": trainer.global_step}
         artifact = wandb.Artifact(name=self._checkpoint_name or f"model-{run.id}", type="model", metadata=metadata)
         if os.path.isdir(path):
             artifact.add_dir(path, policy=self._add_file_policy)  # type: ignore[arg-type]
