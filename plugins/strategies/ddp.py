@@ -271,12 +271,13 @@ class DDPStrategy(DDPCollectives, ParallelStrategy):
         return devices[0] if devices else torch.device("cpu")
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        manual = not module.automatic_optimization  # the user's Module's, before the precision converts it
         module = self.precision.convert_module(module)
         module = module.to(self._device)
         self._manual_sync = False
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to synchronise; DDP refuses such modules
-        if not getattr(module, "automatic_optimization", True):
+        if manual:
             # Manual optimization calls training_step directly and runs the backward
             # inside it, which DDP's forward/backward bookkeeping does not allow.
             # Start from rank zero's weights, as DDP would, and average the
@@ -364,9 +365,8 @@ class DDPSpawnStrategy(DDPStrategy):
 def on_exception(trainer, exception):  # type: ignore[no-untyped-def]
     """A rank that raises stops taking part in collectives, before any other
     ``on_exception`` implementation (a checkpoint save) could wait for its peers."""
-    strategy = getattr(trainer, "strategy", None)
-    if isinstance(strategy, DDPStrategy):
-        on_rank_failure(strategy, exception)
+    if isinstance(trainer.strategy, DDPStrategy):
+        on_rank_failure(trainer.strategy, exception)
 
 
 @hookimpl

@@ -213,7 +213,7 @@ class DeepSpeedStrategy(DDPStrategy):
         deepspeed.utils.logging.logger.setLevel(self.options["logging_level"])
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
-        if not getattr(module, "automatic_optimization", True):
+        if not module.automatic_optimization:
             raise NotImplementedError("strategy='deepspeed' supports automatic optimization only (the engine runs backward and step).")
         self._module = module
         self._final_state = None
@@ -229,8 +229,7 @@ class DeepSpeedStrategy(DDPStrategy):
         if len(optimizers) != 1:
             raise ValueError(f"strategy='deepspeed' trains with exactly one optimizer; configure_optimizers returned {len(optimizers)}.")
         deepspeed = _import_deepspeed()
-        trainer = getattr(module, "trainer", None)
-        self.config = self._build_config(trainer)
+        self.config = self._build_config(module.trainer)
         apply_runtime_options(deepspeed, self.options, self.config)
         optimizer = optimizers[0]
         if self._pending_load is not None and self._pending_load[0] is None:  # load_full_weights

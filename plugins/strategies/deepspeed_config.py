@@ -161,7 +161,7 @@ def engine_config(strategy: Any, trainer: Any) -> dict[str, Any]:
     (copied) or one built from its keywords and the trainer (clipping,
     precision, CPU Adam), with the batch-size keys DeepSpeed needs filled in
     (micro batch from the training dataloader, accumulation from the trainer)."""
-    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    accumulate = trainer.accumulate_grad_batches
     micro = micro_batch_size(trainer, strategy.logging_batch_size_per_gpu)
     on_cpu = strategy.root_device.type == "cpu"
     if strategy.user_config is not None:
@@ -193,7 +193,7 @@ def engine_config(strategy: Any, trainer: Any) -> dict[str, Any]:
 
 def micro_batch_size(trainer: Any, fallback: int | None) -> int:
     """The training dataloader's batch size, else ``fallback``, else 1."""
-    loader = getattr(trainer, "train_dataloader", None)
+    loader = trainer.train_dataloader
     size = getattr(loader, "batch_size", None)
     if size is None:
         batch_sampler = getattr(loader, "batch_sampler", None)
