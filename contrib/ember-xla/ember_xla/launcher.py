@@ -76,7 +76,7 @@ def _replica(index: int, payload: bytes, workdir: str) -> None:
 
     function, args = pickle.loads(payload)  # per replica: threads of one process get their own copies too
     trainer = getattr(function, "__self__", None)
-    strategy = getattr(trainer, "strategy", None)
+    strategy = trainer.strategy if trainer is not None else None  # a launched function that is not a trainer's
     if isinstance(strategy, XLADDPStrategy):
         strategy.become_replica()
     result = function(*args)

@@ -96,8 +96,8 @@ class XLAStrategy(SingleDeviceStrategy):
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
         # torch_xla cannot run under torch.inference_mode ("Cannot set
         # version_counter for inference tensor"): evaluate under no_grad instead.
-        trainer = getattr(module, "trainer", None)
-        if getattr(trainer, "inference_mode", False):
+        trainer = module.trainer
+        if trainer.inference_mode:
             trainer.inference_mode = False
         module = self.precision.convert_module(module)
         return module.to(self._device)
