@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, overrides: list[str], show_traceback: bool) ->
             where = f" ({stack.source.name})" if stack.source else ""
             return user_error(f"`ember {command}`{where} stopped: {one_line(exc)}", exc, show_traceback)
         return code_error(exc, f"`ember {command}` failed")
-    print_metrics(getattr(trainer, "callback_metrics", {}) or {})
+    print_metrics(trainer.callback_metrics)
     return 0
 
 
