@@ -146,7 +146,9 @@ assert trainer.world_size == 2 and trainer.strategy.environment.name == "torchel
 assert trainer.callback_metrics["compiled"].item() == 1.0, trainer.callback_metrics
 if trainer.is_global_zero:
     torch.save(model.state_dict(), {out!r})
-print("rank", trainer.global_rank, "done", trainer.global_step, "frames", callback.stats.frames)
+# One write per rank: two ranks share the stdout, and print() may write in pieces.
+sys.stdout.write(f"rank {{trainer.global_rank}} done {{trainer.global_step}} frames {{callback.stats.frames}}\\n")
+sys.stdout.flush()
 """
 
 
