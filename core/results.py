@@ -25,10 +25,12 @@ _REDUCE_FNS: dict[Any, str] = {torch.mean: "mean", torch.sum: "sum", torch.max: 
 
 def extract_batch_size(batch: Any) -> int:
     """Size of the first dimension of the first tensor found in ``batch``."""
-    if type(batch) is tuple or type(batch) is list:  # the common (x, y) batch: no recursion
+    if type(batch) is tuple or type(batch) is list:  # the common (x, y) batch: no recursion, no torch.Size
         first = batch[0] if batch else None
-        if type(first) is torch.Tensor and first.ndim and first.shape[0]:
-            return first.shape[0]
+        if type(first) is torch.Tensor and first.dim():
+            size = first.size(0)
+            if size:
+                return size
     if isinstance(batch, torch.Tensor):
         return batch.shape[0] if batch.ndim else 1
     if isinstance(batch, (list, tuple)):
