@@ -138,14 +138,20 @@ def step_with_closure(optimizer: Any, closure: Any) -> Any:
     The closure is handed to ``step`` as before for any other optimizer, when
     the optimizer has step pre-hooks (they run before the closure there), and
     when gradients are disabled (``step`` enables them for the closure)."""
-    if (
-        closure is not None
-        and _calls_closure_once(optimizer)
-        and torch.is_grad_enabled()
-        and not optimizer._optimizer_step_pre_hooks
-        and not _optimizer_module._global_optimizer_pre_hooks
-    ):
+    if closure is not None and closure_may_run_first(optimizer):
         result = closure()
         optimizer.step()
         return result
     return optimizer.step(closure) if closure is not None else optimizer.step()
+
+
+def closure_may_run_first(optimizer: Any) -> bool:
+    """Whether ``optimizer.step(closure)`` may be replaced by ``closure()``
+    then ``optimizer.step()`` (see :func:`step_with_closure`): a ``torch.optim``
+    optimizer that calls its closure once, no step pre-hooks, gradients enabled."""
+    return (
+        _calls_closure_once(optimizer)
+        and torch.is_grad_enabled()
+        and not optimizer._optimizer_step_pre_hooks
+        and not _optimizer_module._global_optimizer_pre_hooks
+    )

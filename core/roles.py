@@ -324,6 +324,18 @@ class LaunchesProcesses(Protocol):
 
 
 @runtime_checkable
+class StepsDirectly(Protocol):
+    """Optional precision capability: ``steps_directly`` is true when its
+    ``backward`` is just ``loss.backward()`` and its ``optimizer_step`` is
+    :func:`ember.optim.step_with_closure` (``32-true``, ``64-true``). With a
+    strategy that keeps :class:`~ember.strategies.StrategyBase`'s delegating
+    ``backward``/``optimizer_step``, the automatic step then makes those calls
+    itself, without the strategy and precision frames in between."""
+
+    steps_directly: bool
+
+
+@runtime_checkable
 class SkipsGradientSync(Protocol):
     """Optional strategy capability: ``no_backward_sync(module)`` is a context
     in which backward passes do not synchronise gradients across processes;

@@ -10,7 +10,9 @@ import torch
 
 from ember.loops.step_results import bad_loss, loss_of
 from ember.module import Module
-from ember.roles import SkipsGradientSync
+from ember.optim import closure_may_run_first
+from ember.roles import SkipsGradientSync, StepsDirectly
+from ember.strategies import StrategyBase
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer
@@ -162,6 +164,25 @@ class AutomaticOptimization:
         )
         if self.plain_step:
             self.step_closure = self._closure  # nothing to do between backward and step: no wrapper call
+        # The common step (one batch per step, no hook around zero_grad,
+        # backward or the step, no autocast, a strategy and a precision that
+        # only pass the calls on) is made without their frames: _run_direct.
+        strategy = trainer.strategy
+        self.direct = (
+            self.accumulate == 1
+            and self.plain_step
+            and self.early_zero_grad
+            and self.null_context
+            and not self.custom_step
+            and not self.hooked_backward
+            and isinstance(self.precision, StepsDirectly)
+            and self.precision.steps_directly
+            and isinstance(strategy, StrategyBase)
+            and type(strategy).backward is StrategyBase.backward
+            and type(strategy).optimizer_step is StrategyBase.optimizer_step
+        )
+        if self.direct:
+            self.run = self._run_direct  # type: ignore[method-assign]
 
     def run(self, batch: Any, batch_idx: int, is_last_batch: bool) -> tuple[Any, bool]:
         """Returns ``(training_step output, whether the optimizer stepped)``."""
@@ -198,6 +219,33 @@ class AutomaticOptimization:
         self.mid_window = False
         self.state.global_step += 1
         return self.output, True
+
+    def _run_direct(self, batch: Any, batch_idx: int, is_last_batch: bool) -> tuple[Any, bool]:
+        """:meth:`run` when ``direct`` (decided once per epoch): the calls the
+        strategy and precision would make (zero_grad, training_step,
+        ``loss.backward()``, ``optimizer.step()``), in the same order, made
+        here. An optimizer whose closure must go to ``step`` takes :meth:`run`."""
+        optimizer = self.optimizer
+        if not closure_may_run_first(optimizer):
+            return AutomaticOptimization.run(self, batch, batch_idx, is_last_batch)
+        self.batch, self.batch_idx = batch, batch_idx
+        optimizer.zero_grad()
+        output = self.call_step(batch, batch_idx)
+        loss = output if isinstance(output, torch.Tensor) else loss_of(output, self.module)
+        if loss is None:  # training_step skipped this batch: no step
+            self.output = None
+            return None, False
+        try:
+            loss.backward()
+        except RuntimeError as exc:  # free until raised: only now is the loss looked at
+            problem = bad_loss(loss, self.module)
+            if problem is None:
+                raise
+            raise problem from exc
+        self.output = output
+        optimizer.step()
+        self.state.global_step += 1
+        return output, True
 
     def _step_closure(self) -> Any:
         loss = self._closure()

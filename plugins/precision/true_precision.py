@@ -22,6 +22,13 @@ class TruePrecision:
 
     #: No loss scaling, so ``unscale_gradients`` is a no-op the loop may skip.
     scales_gradients = False
+    @property
+    def steps_directly(self) -> bool:
+        """``backward`` is ``loss.backward()`` and ``optimizer_step`` is
+        ``step_with_closure``, so the loop may make those calls itself
+        (:class:`ember.roles.StepsDirectly`); a subclass that overrides either is not bypassed."""
+        cls = type(self)
+        return cls.backward is TruePrecision.backward and cls.optimizer_step is TruePrecision.optimizer_step
 
     def __init__(self, dtype: torch.dtype = torch.float32, name: str = "32-true") -> None:
         self.dtype = dtype
