@@ -177,6 +177,7 @@ class TrainerRunMixin:
 
         self._optimizer_handles = [OptimizerHandle(self, opt) for opt in self.optimizers]
 
+    # ------------------------------------------------------------------ teardown
     def _fire_on_exception(self, exc: BaseException) -> None:
         if self._dispatch is None:
             return
