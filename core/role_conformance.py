@@ -182,7 +182,7 @@ def check_precision(precision: Any) -> None:
     params = [p for p in module.parameters() if p.requires_grad]
     _require(all(p.grad is not None for p in params), precision, "backward(loss, module) left a parameter without a gradient.")
     optimizer = torch.optim.SGD(params, lr=0.1)
-    if getattr(precision, "scales_gradients", True):
+    if roles.scales_gradients(precision):
         precision.unscale_gradients(optimizer)
     _require(all(bool(torch.isfinite(p.grad).all()) for p in params), precision, "gradients are not finite after backward (and unscaling).")
     before = [p.detach().clone() for p in params]

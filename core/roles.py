@@ -134,8 +134,8 @@ class Precision(Protocol):
 
     def unscale_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         """Undo loss scaling on ``optimizer``'s gradients before clipping. A
-        precision that never scales may set ``scales_gradients = False`` so the
-        loop skips the call."""
+        precision that never scales says so with :class:`DeclaresScaling`, so
+        the loop skips the call."""
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         """Step ``optimizer``."""
@@ -321,6 +321,20 @@ class LaunchesProcesses(Protocol):
     ``launcher`` ``None`` (or without the member) the run stays in this process."""
 
     launcher: Launcher | None
+
+
+@runtime_checkable
+class DeclaresScaling(Protocol):
+    """Optional precision capability: ``scales_gradients`` says whether the
+    precision scales the loss (``16-mixed``). When it is false the loop skips
+    ``unscale_gradients``; a precision without the member is assumed to scale."""
+
+    scales_gradients: bool
+
+
+def scales_gradients(precision: Any) -> bool:
+    """Whether ``precision`` may scale gradients (:class:`DeclaresScaling`)."""
+    return precision.scales_gradients if isinstance(precision, DeclaresScaling) else True
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ import torch
 from ember.loops.step_results import bad_loss, loss_of
 from ember.module import Module
 from ember.optim import closure_may_run_first
-from ember.roles import SkipsGradientSync, StepsDirectly
+from ember.roles import SkipsGradientSync, StepsDirectly, scales_gradients
 from ember.strategies import StrategyBase
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class AutomaticOptimization:
         # ``p.grad`` is None there, not the last step's gradient.
         self.early_zero_grad = not self.custom_zero_grad and not self.dispatch.on_before_zero_grad
         self.plain_step = (
-            not getattr(self.precision, "scales_gradients", True)
+            not scales_gradients(self.precision)
             and not self.dispatch.on_before_optimizer_step
             and not (trainer.gradient_clip_val or trainer._clipping_overridden)
         )
