@@ -84,23 +84,6 @@ def test_steps_that_need_more_are_not_direct(tmp_path: Any, kwargs: dict[str, An
     assert not _direct(trainer)
 
 
-def test_an_optimizer_that_needs_its_closure_gets_it_on_the_direct_path(tmp_path: Any) -> None:
-    class LBFGSModule(TinyModule):
-        calls = 0
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.LBFGS(self.parameters(), lr=0.1, max_iter=3)
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            self.calls += 1
-            return super().training_step(batch, batch_idx)
-
-    module = LBFGSModule()
-    trainer = quiet_trainer(tmp_path, max_epochs=1)
-    trainer.fit(module)
-    assert _direct(trainer) and trainer.global_step == 4 and module.calls > 4
-
-
 def test_a_skipped_batch_does_not_step_on_the_direct_path(tmp_path: Any) -> None:
     class SkipOdd(TinyModule):
         def training_step(self, batch: Any, batch_idx: int) -> Any:

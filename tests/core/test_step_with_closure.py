@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from ember.loops.optimization import AutomaticOptimization
 from ember.optim import step_with_closure
 from ember.testing import TinyModule, quiet_trainer
 
@@ -87,3 +88,5 @@ def test_lbfgs_trains_through_the_trainer(tmp_path: Any) -> None:
     trainer = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
     trainer.fit(module)
     assert trainer.global_step == 4 and module.calls > 4
+    # The plain step is the loop's direct path, which hands LBFGS to the general one.
+    assert AutomaticOptimization(trainer).direct
