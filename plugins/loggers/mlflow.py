@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callback import Logger
 from ember.plugin_manager import hookimpl
 from ember.plugins.loggers._common import SameStepFilter, checkpoint_step, flatten, params_dict, require, scalar
-from ember.plugins.loggers.model_upload import CheckpointUploader
+from ember.plugins.loggers.model_upload import CheckpointUploader, UploadsCheckpoints
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -47,7 +47,7 @@ def _key(name: str) -> str:
     return _BAD_KEY_CHARS.sub("_", name)
 
 
-class MLflowLogger(Logger):
+class MLflowLogger(UploadsCheckpoints, Logger):
     """Log to an MLflow run, created lazily.
 
     :param experiment_name: created when it does not exist.
@@ -248,15 +248,6 @@ class MLflowLogger(Logger):
             self.experiment.log_artifacts(self.run_id, path, artifact_path=f"checkpoints/{os.path.basename(path)}")
         else:
             self.experiment.log_artifact(self.run_id, path, artifact_path="checkpoints")
-
-    def on_validation_end(self, trainer: Any, module: Any) -> None:
-        self._uploader.after_possible_save(trainer)
-
-    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
-        self._uploader.after_possible_save(trainer)
-
-    def on_train_end(self, trainer: Any, module: Any) -> None:
-        self._uploader.at_train_end(trainer)
 
     def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
         # The run already holds the steps up to the checkpoint's (and a

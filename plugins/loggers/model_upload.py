@@ -79,3 +79,20 @@ def checkpoint_score(trainer: Trainer, path: str) -> tuple[float | None, bool]:
             score = float(value)
         best = best or str(getattr(callback, "best_model_path", "")) == path
     return score, best
+
+
+class UploadsCheckpoints:
+    """The hooks of a logger with ``log_model``: its :class:`CheckpointUploader`
+    (``self._uploader``) looks for new checkpoint files after every point
+    where ``ModelCheckpoint`` may have written one, and at the end of training."""
+
+    _uploader: CheckpointUploader
+
+    def on_validation_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.after_possible_save(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.after_possible_save(trainer)
+
+    def on_train_end(self, trainer: Any, module: Any) -> None:
+        self._uploader.at_train_end(trainer)

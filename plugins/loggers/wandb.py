@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ember.callback import Logger
 from ember.plugin_manager import hookimpl
 from ember.plugins.loggers._common import checkpoint_step, params_dict, require
-from ember.plugins.loggers.model_upload import CheckpointUploader, checkpoint_score
+from ember.plugins.loggers.model_upload import CheckpointUploader, UploadsCheckpoints, checkpoint_score
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -61,7 +61,7 @@ def _version_at_least(version: str, wanted: tuple[int, ...]) -> bool:
         return True
 
 
-class WandbLogger(Logger):
+class WandbLogger(UploadsCheckpoints, Logger):
     """Log to a W&B run, started lazily.
 
     :param project: W&B project (W&B's default when ``None``).
@@ -235,15 +235,6 @@ class WandbLogger(Logger):
         else:
             artifact.add_file(path, name="model.ckpt", policy=self._add_file_policy)  # type: ignore[arg-type]
         run.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
-
-    def on_validation_end(self, trainer: Any, module: Any) -> None:
-        self._uploader.after_possible_save(trainer)
-
-    def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
-        self._uploader.after_possible_save(trainer)
-
-    def on_train_end(self, trainer: Any, module: Any) -> None:
-        self._uploader.at_train_end(trainer)
 
     def on_load_checkpoint(self, trainer: Any, module: Any, checkpoint: dict[str, Any]) -> None:
         # W&B keeps one row per step and drops rows at or below the last
