@@ -85,6 +85,15 @@ def _before_step(trainer: Trainer, module: Any, optimizer: torch.optim.Optimizer
         module.configure_gradient_clipping(optimizer, trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
 
 
+def _explain_loss(exc: RuntimeError, loss: Any, module: Any) -> None:
+    """Raise, from ``exc``, the one-line error naming what is wrong with a
+    malformed loss whose backward failed; return when the loss looks fine
+    (the caller then re-raises ``exc`` itself)."""
+    problem = bad_loss(loss, module)
+    if problem is not None:
+        raise problem from exc
+
+
 def backward(trainer: Trainer, loss: torch.Tensor) -> None:
     """The backward pass with its hooks, through the strategy and precision."""
     d = trainer._dispatch
@@ -228,21 +237,16 @@ class AutomaticOptimization:
         optimizer = self.optimizer
         if not closure_may_run_first(optimizer):
             return AutomaticOptimization.run(self, batch, batch_idx, is_last_batch)
-        self.batch, self.batch_idx = batch, batch_idx
         optimizer.zero_grad()
         output = self.call_step(batch, batch_idx)
         loss = output if isinstance(output, torch.Tensor) else loss_of(output, self.module)
         if loss is None:  # training_step skipped this batch: no step
-            self.output = None
             return None, False
         try:
             loss.backward()
         except RuntimeError as exc:  # free until raised: only now is the loss looked at
-            problem = bad_loss(loss, self.module)
-            if problem is None:
-                raise
-            raise problem from exc
-        self.output = output
+            _explain_loss(exc, loss, self.module)
+            raise
         optimizer.step()
         self.state.global_step += 1
         return output, True
@@ -284,10 +288,8 @@ class AutomaticOptimization:
             else:
                 self.strategy_backward(scaled, placed)
         except RuntimeError as exc:  # free until raised: only now is the loss looked at
-            problem = bad_loss(loss, self.module)
-            if problem is None:
-                raise
-            raise problem from exc
+            _explain_loss(exc, loss, self.module)
+            raise
         self.window_has_grads = True
         self.output = output
         return loss
