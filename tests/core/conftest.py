@@ -163,6 +163,17 @@ def make_trainer(tmp_path: Any) -> Callable[..., ember.Trainer]:
     return factory
 
 
+@pytest.fixture
+def fresh_dynamo() -> Any:
+    """dynamo's caches emptied before and after the test, so that code compiled
+    for one test never serves another (the compile tests use it)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 @pytest.fixture(autouse=True)
 def _restore_determinism() -> Any:
     """Tests that pass ``deterministic=True`` change a process-wide torch flag."""
