@@ -42,6 +42,19 @@ def test_same_weights_and_result_as_step_with_the_closure(cls: type, kwargs: dic
         assert torch.equal(p, q)
 
 
+def test_a_torch_optimizer_steps_after_the_closure_without_it() -> None:
+    _, optimizer, closure, events = _setup(torch.optim.SGD, lr=0.1)
+    step = optimizer.step
+
+    def recording_step(closure: Any = None) -> Any:
+        events.append(f"step(closure={closure is not None})")
+        return step(closure)
+
+    optimizer.step = recording_step
+    step_with_closure(optimizer, closure)
+    assert events == ["closure", "step(closure=False)"]
+
+
 def test_lbfgs_gets_its_closure_and_evaluates_it_several_times() -> None:
     _, optimizer, closure, events = _setup(torch.optim.LBFGS, lr=0.5, max_iter=5)
     step_with_closure(optimizer, closure)
