@@ -1,5 +1,5 @@
 """What the multi-process strategy tests share: quiet trainer settings, a
-small regression dataset, a planned crash after a checkpoint, and a torchrun
+small regression dataset and module, a planned crash after a checkpoint, and a torchrun
 launch of a script on two processes. A plain module (not a conftest) because spawned
 workers re-import the test modules, and with them this one, by name."""
 
@@ -30,6 +30,21 @@ def regression_data(n: int = 64) -> TensorDataset:
     x = torch.randn(n, 4, generator=g)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(n, 1, generator=g)
     return TensorDataset(x, y)
+
+
+class Regressor(ember.Module):
+    """A 4-8-1 tanh network fitted to :func:`regression_data` with SGD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.net(x), y)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 class Crash(Exception):

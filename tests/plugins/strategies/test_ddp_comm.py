@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from strategy_helpers import QUIET, regression_data
+from strategy_helpers import QUIET, Regressor, regression_data
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.utils.data import DataLoader
 
@@ -23,19 +23,6 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distribut
 
 #: Set by the test in the calling process only: a forked worker sees it, a spawned one re-imports this file.
 MARK = "imported"
-
-
-class Regressor(ember.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 class RecordMark(ember.Callback):

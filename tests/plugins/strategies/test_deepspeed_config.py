@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from strategy_helpers import QUIET, regression_data
+from strategy_helpers import QUIET, Regressor, regression_data
 from torch.utils.data import DataLoader
 
 import ember
@@ -18,20 +18,7 @@ from ember.plugins.strategies.deepspeed import OPTIMIZER_MARKER, DeepSpeedStrate
 from ember.plugins.strategies.deepspeed_config import OPTION_DEFAULTS
 
 
-class Tiny(ember.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
-
-
-class FrozenFirst(Tiny):
+class FrozenFirst(Regressor):
     def __init__(self) -> None:
         super().__init__()
         self.net[0].requires_grad_(False)
@@ -176,7 +163,7 @@ def test_option_defaults_match_the_signature() -> None:
 
 def test_load_full_weights_reads_a_single_file_checkpoint(tmp_path: Any) -> None:
     torch.manual_seed(0)
-    module = Tiny()
+    module = Regressor()
     trainer = ember.Trainer(max_epochs=1, **QUIET)
     trainer.fit(module, DataLoader(regression_data(), batch_size=16))
     path = str(tmp_path / "full.ckpt")
