@@ -27,10 +27,10 @@ def extract_batch_size(batch: Any) -> int:
     """Size of the first dimension of the first tensor found in ``batch``."""
     if type(batch) is tuple or type(batch) is list:  # the common (x, y) batch: no recursion, no torch.Size
         first = batch[0] if batch else None
-        if type(first) is torch.Tensor and first.dim():
-            size = first.size(0)
-            if size:
-                return size
+        if type(first) is torch.Tensor:
+            shape = first.shape  # a property read: cheaper than dim() and size(0), two parsed calls
+            if shape and shape[0]:
+                return shape[0]
     if isinstance(batch, torch.Tensor):
         return batch.shape[0] if batch.ndim else 1
     if isinstance(batch, (list, tuple)):
@@ -197,7 +197,10 @@ class Results:
         if isinstance(value, torch.Tensor):
             entry.keep_graph = enable_graph
             if entry.on_epoch and not enable_graph and value.requires_grad:
-                value = value.detach()
+                # ``.data``: the same storage without the graph, as detach()
+                # gives, but made without a dispatcher call (about half the
+                # cost on the step's hot path). Nothing writes to it in place.
+                value = value.data
         elif isinstance(value, (int, float)):
             value = float(value)  # callback_metrics promise tensors: step_value() converts
         else:

@@ -148,3 +148,20 @@ def test_log_dict_goes_through_an_overridden_log(make_trainer: Any) -> None:
     model = _OverridesLog()
     make_trainer(max_epochs=1, logger=False).fit(model, _loader())
     assert model.seen == ["loss", "idx", "twice"] * 3
+
+
+def test_epoch_value_is_kept_without_an_operator_call() -> None:
+    """Keeping a value for the epoch mean (detaching it, reading the batch
+    size) runs no ATen operator: ``detach()`` would go through the dispatcher
+    on every step; ``.data`` gives the same graph-free view without it."""
+    r = Results(default_on_step=True, default_on_epoch=False)
+    r.new_batch((torch.zeros(4, 1), torch.zeros(4)))
+    loss = _graph_value()
+    _log(r, "loss", loss, on_epoch=True)  # the first call creates the entry; time the steady state
+    r.new_batch((torch.zeros(4, 1), torch.zeros(4)))
+    with torch.autograd.profiler.profile() as prof:
+        _log(r, "loss", loss, on_epoch=True)
+    assert [e.name for e in prof.function_events] == []
+    kept = r.entries["loss"].values[-1]
+    assert kept.grad_fn is None and not kept.requires_grad and kept.data_ptr() == loss.data_ptr()
+    assert r.entries["loss"].weights == [4, 4]
