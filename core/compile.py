@@ -181,20 +181,37 @@ def restore_optimizer_step(optimizer: Any) -> None:
 
 def compile_training_step(module: Any, **compile_kwargs: Any) -> None:
     """Run ``module.training_step`` (forward and loss together) through
-    ``torch.compile``: an attribute of the module object, which the trainer's
-    step calls when no strategy wraps the module; removed by
-    :func:`restore_training_step`."""
+    ``torch.compile``: an attribute of the module object, which every
+    strategy calls (the trainer's step directly; DDP's and DeepSpeed's
+    wrappers through :class:`~ember.plugins.strategies.ddp.TrainingStepModule`;
+    FSDP as a registered forward method); removed by
+    :func:`restore_training_step`.
+
+    Under FSDP the strategy has made ``training_step`` an FSDP forward method
+    (an attribute of the object that gathers the root's parameters around
+    the step): the compiled step gets the same wrapper, outside the compiled
+    code, and :func:`restore_training_step` puts the strategy's back."""
     import torch
 
+    previous = module.__dict__.get("training_step")
     compiled = torch.compile(type(module).training_step.__get__(module), **compile_kwargs)
     compiled._ember_compiled_step = True
+    compiled._ember_previous_step = previous
     module.__dict__["training_step"] = compiled
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    if previous is not None and fsdp is not None and isinstance(module, fsdp.FSDPModule):
+        fsdp.register_fsdp_forward_method(module, "training_step")  # wraps the compiled step (and keeps its attributes)
 
 
 def restore_training_step(module: Any) -> None:
     """Undo :func:`compile_training_step`."""
-    if getattr(module.__dict__.get("training_step"), "_ember_compiled_step", False):
-        del module.__dict__["training_step"]
+    step = module.__dict__.get("training_step")
+    if getattr(step, "_ember_compiled_step", False):
+        previous = step._ember_previous_step
+        if previous is None:
+            del module.__dict__["training_step"]
+        else:
+            module.__dict__["training_step"] = previous
 
 
 # --------------------------------------------------------------------------- the report

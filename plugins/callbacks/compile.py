@@ -25,12 +25,12 @@ exist and any checkpoint is restored) to ``teardown``:
 ``optimizer_step=True`` compiles each optimizer's parameter update (the
 closure with forward, backward and clipping stays eager; LBFGS stays eager),
 ``training_step=True`` compiles ``training_step`` as a whole (forward and
-loss in one graph; only where no strategy wraps the module).
+loss in one graph), under every strategy (DDP's and DeepSpeed's wrappers call
+the module's compiled ``training_step``).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 from ember.callback import Callback
@@ -63,7 +63,7 @@ class Compile(Callback):
     :param optimizer_step: also compile the optimizers' parameter updates
         (``fit`` only; same backend and options, ``fullgraph=False``).
     :param training_step: also compile ``training_step`` as a whole (``fit``
-        only; single-process strategies).
+        only).
     """
 
     def __init__(
@@ -103,15 +103,10 @@ class Compile(Callback):
             kwargs = {**self.kwargs, "fullgraph": False}
             self._steps = [opt for opt in trainer.optimizers if compile_optimizer_step(opt, **kwargs)]
         if self.training_step:
-            if trainer.state.placed_module is not module:
-                warnings.warn(
-                    f"Compile(training_step=True) does nothing under strategy {type(trainer.strategy).__name__}: it wraps the "
-                    "module and calls training_step itself. The forward is compiled; drop training_step=True.",
-                    stacklevel=2,
-                )
-            else:
-                compile_training_step(module, **self.kwargs)
-                self._step_module = module
+            # Every strategy calls the module's own training_step attribute (DDP's and
+            # DeepSpeed's wrappers too), so the compiled one installed there runs.
+            compile_training_step(module, **self.kwargs)
+            self._step_module = module
 
     def teardown(self, trainer: Trainer, module: Module, stage: str) -> None:
         if self._installed:

@@ -45,14 +45,16 @@ from ember.tensors import move_to_device
 class TrainingStepModule(torch.nn.Module):
     """What DDP wraps: its forward is the user's ``training_step``, so that the
     loop's ``placed(batch, batch_idx)`` goes through DDP (which is what makes
-    the backward pass average gradients)."""
+    the backward pass average gradients). It calls the module's own
+    ``training_step`` attribute, so a compiled one installed on the object
+    (``Compile(training_step=True)``) is the one that runs."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
         self.module = module
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return type(self.module).training_step(self.module, *args, **kwargs)
+        return self.module.training_step(*args, **kwargs)
 
 
 def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:

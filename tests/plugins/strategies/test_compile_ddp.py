@@ -43,6 +43,8 @@ class Net(ember.Module):
         loss = torch.nn.functional.mse_loss(self(x), y)
         # 1.0 only if the forward is compiled in every rank.
         self.log("compiled", float(self._compiled_call_impl is not None), on_step=False, on_epoch=True, sync_dist=True, reduce_fx="min")
+        # 1.0 only if dynamo traced training_step itself in every rank (a constant True while tracing).
+        self.log("step_compiled", float(torch.compiler.is_compiling()), on_step=False, on_epoch=True, sync_dist=True, reduce_fx="min")
         return loss
 
     def configure_optimizers(self) -> Any:
@@ -85,6 +87,7 @@ def uncompiled() -> dict[str, torch.Tensor]:
         model = _fresh()
         trainer = _spawn_fit(model, [])
         assert trainer.callback_metrics["compiled"].item() == 0.0
+        assert trainer.callback_metrics["step_compiled"].item() == 0.0
         return {k: v.clone() for k, v in model.state_dict().items()}
     finally:
         mp.undo()
@@ -109,6 +112,25 @@ def test_compile_callback_under_ddp_spawn(tmp_path: Any, no_launcher_env: None, 
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, uncompiled[name], atol=0, rtol=0)
     _check_checkpoint(path, uncompiled)
+
+
+@pytest.mark.timeout(180)
+def test_compiled_training_step_under_ddp_spawn(
+    tmp_path: Any, no_launcher_env: None, uncompiled: dict[str, torch.Tensor], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``training_step=True``: DDP's wrapper calls the compiled training_step,
+    which dynamo traces in every rank, and the weights are the eager run's."""
+    path = str(tmp_path / "end.ckpt")
+    model = _fresh()
+    trainer = _spawn_fit(model, [Compile(backend="eager", training_step=True), SaveAtTrainEnd(path)])
+    assert trainer.callback_metrics["step_compiled"].item() == 1.0
+    assert trainer.callback_metrics["compiled"].item() == 1.0
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, uncompiled[name]), name
+    _check_checkpoint(path, uncompiled)
+    err = capfd.readouterr()
+    assert "does nothing under strategy" not in err.err, err.err  # the workers share the test's stderr
+    assert "Compile (fit): " in err.out  # rank zero's report
 
 
 @pytest.mark.timeout(180)
@@ -138,12 +160,13 @@ from ember.plugins.callbacks.compile import Compile
 warnings.simplefilter("always")
 model = _fresh()
 # fit(torch.compile(m)) in every process; the callback adds the compiled update
-# and (a mistake here) training_step=True, which DDP's wrapper bypasses: a warning.
+# and the compiled training_step, which DDP's wrapper calls.
 callback = Compile(backend="eager", optimizer_step=True, training_step=True, verbose=False)
 trainer = ember.Trainer(strategy="ddp", devices=2, max_epochs=2, callbacks=[callback, SaveAtTrainEnd({ckpt!r})], **QUIET)
 trainer.fit(torch.compile(model, backend="eager"), DataLoader(regression_data(), batch_size=8))
 assert trainer.world_size == 2 and trainer.strategy.environment.name == "torchelastic"
 assert trainer.callback_metrics["compiled"].item() == 1.0, trainer.callback_metrics
+assert trainer.callback_metrics["step_compiled"].item() == 1.0, trainer.callback_metrics
 if trainer.is_global_zero:
     torch.save(model.state_dict(), {out!r})
 # One write per rank: two ranks share the stdout, and print() may write in pieces.
@@ -160,7 +183,7 @@ def test_fit_of_torch_compile_under_torchrun(tmp_path: Any, uncompiled: dict[str
     proc = run_torchrun(script, tmp_path, timeout=170)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rank 0 done 8" in proc.stdout and "rank 1 done 8" in proc.stdout
-    assert "Compile(training_step=True) does nothing under strategy DDPStrategy" in proc.stderr
+    assert "does nothing under strategy" not in proc.stderr
     got = torch.load(out)
     for name, value in got.items():
         torch.testing.assert_close(value, uncompiled[name], atol=0, rtol=0)
