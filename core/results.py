@@ -96,11 +96,23 @@ class _Entry:
         return value
 
     def fold(self) -> None:
+        """Reduce the waiting values into ``folded``. Called when
+        ``_FOLD_EVERY`` values wait and when the epoch ends, never because
+        something read or saved the running value: the epoch value is then the
+        same, bit for bit, whoever read it and whether the run resumed."""
+        if self.values:
+            self.folded, self.folded_weight = self._folded_with_values()
+            self.values.clear()
+            self.weights.clear()
+
+    def _folded_with_values(self) -> tuple[torch.Tensor | None, int]:
+        """``(folded, folded_weight)`` with the waiting values reduced in; changes nothing."""
         if not self.values:
-            return
+            return self.folded, self.folded_weight
         values = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in self.values]).to(
             torch.float64 if self._is_double() else torch.float32
         )
+        weight = self.folded_weight
         if self.reduce == "mean":
             weights = self.weights
             if weights.count(weights[0]) == len(weights):  # one batch size throughout: no weight tensor to build
@@ -108,7 +120,7 @@ class _Entry:
             else:
                 w = torch.tensor(weights, dtype=values.dtype, device=values.device)
                 part = (values * w.view(-1, *([1] * (values.ndim - 1)))).sum(0)
-            self.folded_weight += sum(weights)
+            weight += sum(weights)
         elif self.reduce == "sum":
             part = values.sum(0)
         elif self.reduce == "max":
@@ -116,40 +128,40 @@ class _Entry:
         else:
             part = values.min(0).values
         if self.folded is None:
-            self.folded = part
-        elif self.reduce in ("mean", "sum"):
-            self.folded = self.folded + part
-        elif self.reduce == "max":
-            self.folded = torch.maximum(self.folded, part)
-        else:
-            self.folded = torch.minimum(self.folded, part)
-        self.values.clear()
-        self.weights.clear()
+            return part, weight
+        if self.reduce in ("mean", "sum"):
+            return self.folded + part, weight
+        if self.reduce == "max":
+            return torch.maximum(self.folded, part), weight
+        return torch.minimum(self.folded, part), weight
 
     def _is_double(self) -> bool:
         first = self.values[0]
         return isinstance(first, torch.Tensor) and first.dtype == torch.float64
 
-    def epoch_value(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None) -> torch.Tensor | None:
+    def epoch_value(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None, final: bool = True) -> torch.Tensor | None:
+        """The epoch's reduced value; ``final=False`` reads the value so far
+        without folding (a read in the middle of the epoch changes nothing)."""
         if self.metric is not None:
             return metric_logging.epoch_value(self)
-        self.fold()
-        if self.folded is None:
+        if final:
+            self.fold()
+        value, weight = self._folded_with_values()
+        if value is None:
             return None
-        value = self.folded
         if self.reduce == "mean":
             if reduce_across is not None and self.sync_dist:
                 total = reduce_across(
                     torch.stack(
                         [
                             value.sum() if value.ndim else value,
-                            torch.tensor(float(self.folded_weight), dtype=value.dtype, device=value.device),
+                            torch.tensor(float(weight), dtype=value.dtype, device=value.device),
                         ]
                     ),
                     "sum",
                 )
                 return total[0] / total[1]
-            return value / max(self.folded_weight, 1)
+            return value / max(weight, 1)
         if reduce_across is not None and self.sync_dist:
             return reduce_across(value, self.reduce)
         return value
@@ -292,7 +304,7 @@ class Results:
         out: dict[str, Any] = dict(self.epoch_values)
         for entry in self.entries.values():
             if entry.on_epoch and entry.name not in self.epoch_values and entry.metric is None:
-                value = entry.epoch_value(None)
+                value = entry.epoch_value(None, final=False)
                 if value is not None:
                     out[forked(entry.name, "_epoch") if entry.on_step else entry.name] = value
             if entry.on_step and entry.last is not None:
@@ -319,7 +331,6 @@ class Results:
         Logged torchmetrics objects are found in ``module`` to save their state."""
         entries = {}
         for key, entry in self.entries.items():
-            entry.fold()
             if entry.metric is not None:
                 saved_metric = metric_logging.save_state(entry, module)
                 if saved_metric is not None:
@@ -332,6 +343,9 @@ class Results:
                 "last": entry.step_value(),
                 "folded": entry.folded,
                 "folded_weight": entry.folded_weight,
+                # Not folded here: the resumed run folds at the same counts as an uninterrupted one.
+                "values": [v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in entry.values],
+                "weights": list(entry.weights),
             }
         return {"entries": entries}
 
@@ -345,6 +359,8 @@ class Results:
                 continue
             entry.folded = saved["folded"]
             entry.folded_weight = saved["folded_weight"]
+            entry.values = list(saved.get("values", ()))  # absent in checkpoints written before ember 0.2
+            entry.weights = list(saved.get("weights", ()))
             self.entries[key] = entry
 
     def finalize_epoch(

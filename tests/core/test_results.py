@@ -83,6 +83,37 @@ def test_many_values_are_folded_without_changing_the_result() -> None:
     assert callback["sum"].item() == pytest.approx(values.sum().item())
 
 
+def _epoch_of(values: torch.Tensor, sizes: list[int], read_every: int = 0, resume_at: int = -1) -> dict[str, torch.Tensor]:
+    """The epoch values of logging ``values`` (mean and sum), reading the
+    running value every ``read_every`` steps and/or saving the results at
+    ``resume_at`` and going on in a fresh ``Results`` loaded from the save."""
+    r = Results(default_on_step=True, default_on_epoch=True)
+    for i, (v, size) in enumerate(zip(values, sizes, strict=True)):
+        if i == resume_at:
+            saved = r.state_dict()
+            r = Results(default_on_step=True, default_on_epoch=True)
+            r.load_state_dict(saved)
+        r.new_batch(torch.zeros(size, 2))
+        _log(r, "mean", v)
+        _log(r, "sum", v, reduce_fx="sum")
+        if read_every and i % read_every == 0:
+            r.live_metrics()
+    callback, _ = r.finalize_epoch()
+    return callback
+
+
+@pytest.mark.parametrize("sizes", [[8] * 700, [8, 8, 3] * 233 + [5]])
+def test_epoch_value_does_not_depend_on_reads_or_resume(sizes: list[int]) -> None:
+    """Reading ``callback_metrics`` mid-epoch (a callback monitoring every
+    step) and saving/resuming mid-epoch leave the epoch mean and sum the same
+    bit for bit: the values are folded at the same counts either way."""
+    values = torch.rand(len(sizes), generator=torch.Generator().manual_seed(0)) * 100
+    plain = _epoch_of(values, sizes)
+    for other in (_epoch_of(values, sizes, read_every=7), _epoch_of(values, sizes, resume_at=301), _epoch_of(values, sizes, 3, 41)):
+        for key in ("mean", "sum", "mean_epoch"):
+            assert torch.equal(other[key], plain[key]), key
+
+
 def test_step_and_epoch_names() -> None:
     r = Results(default_on_step=True, default_on_epoch=False)
     r.new_batch(torch.zeros(2))
