@@ -84,6 +84,15 @@ class SaveAfterFirstEpoch(ember.Callback):
             trainer.save_checkpoint(self.path)  # every rank takes part
 
 
+class CheckStepPutBack(ember.Callback):
+    """After ``Compile``'s teardown (callbacks run in order): ``training_step``
+    is FSDP's forward-method wrapper again, not the compiled step."""
+
+    def teardown(self, trainer: Any, module: Any, stage: str) -> None:
+        step = module.__dict__.get("training_step")
+        assert step is not None and not getattr(step, "_ember_compiled_step", False), step
+
+
 def fsdp_fit(model: Any, epochs: int = 2, callbacks: Any = (), ckpt_path: str | None = None, **strategy_kwargs: Any) -> ember.Trainer:
     trainer = ember.Trainer(strategy=FSDPStrategy(devices=2, **strategy_kwargs), max_epochs=epochs, callbacks=list(callbacks), **QUIET)
     trainer.fit(model, DataLoader(regression_data(), batch_size=8), ckpt_path=ckpt_path)
@@ -155,7 +164,7 @@ def test_compile_callback_with_training_step_under_fsdp(tmp_path: Any, no_launch
     path = str(tmp_path / "epoch1.ckpt")
     model = fresh(DirectNet)
     callback = Compile(backend="eager", training_step=True, optimizer_step=True, verbose=False)
-    trainer = fsdp_fit(model, callbacks=[callback, SaveAfterFirstEpoch(path)], state_dict_type="full")
+    trainer = fsdp_fit(model, callbacks=[callback, SaveAfterFirstEpoch(path), CheckStepPutBack()], state_dict_type="full")
     assert trainer.callback_metrics["step_compiled"].item() == 1.0
     assert_equal(model.state_dict(), uncompiled)
     assert checkpoint_names(path) == NAMES
