@@ -35,7 +35,7 @@ from ember.plugins.strategies.ddp_collectives import DDPCollectives
 from ember.plugins.strategies.ddp_comm import averaging_optimizers, check_comm_options, register_comm_hook
 from ember.plugins.strategies.distributed_sampler import split_across_ranks
 from ember.plugins.strategies.rank_failure import as_timeout, on_rank_failure
-from ember.plugins.strategies.spawn_launcher import DDPWorkerError, SpawnLauncher, find_free_port  # noqa: F401  (re-exported)
+from ember.plugins.strategies.spawn_launcher import DDPWorkerError, SpawnLauncher, find_free_port, keep_group  # noqa: F401  (re-exported)
 from ember.strategies import ParallelStrategy, lightning_aliases
 from ember.tensors import move_to_device
 
@@ -242,8 +242,6 @@ class DDPStrategy(DDPCollectives, ParallelStrategy):
             else:
                 # One process and no launcher (devices=1 with strategy='ddp'): a group of one.
                 self._ranks = (0, 0, 0, 1)
-                os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-                os.environ.setdefault("MASTER_PORT", str(find_free_port()))
         global_rank, local_rank, _, world_size = self._ranks
         self._device = self._pick_device(local_rank)
         self._needs_transfer = self._device.type != "cpu"
@@ -252,17 +250,23 @@ class DDPStrategy(DDPCollectives, ParallelStrategy):
         self.accelerator.setup_device(self._device)
         if dist.is_available() and dist.is_initialized():
             return  # the user (or another library) made the group: use it, leave it
-        if "MASTER_ADDR" not in os.environ:
-            os.environ["MASTER_ADDR"] = str(self.environment.main_address)
-        if "MASTER_PORT" not in os.environ:
-            os.environ["MASTER_PORT"] = str(self.environment.main_port)
         backend = self.process_group_backend or ("nccl" if self._device.type == "cuda" else "gloo")
         kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://", "rank": global_rank, "world_size": world_size}
+        if world_size == 1 and not self._spawned_worker and not self.uses_external_launcher and "MASTER_PORT" not in os.environ:
+            # A group of one on a free port of its own, not written into os.environ,
+            # where a later run in this process (its launcher, its workers) would find it.
+            kwargs["init_method"] = f"tcp://127.0.0.1:{find_free_port()}"
+        else:
+            if "MASTER_ADDR" not in os.environ:
+                os.environ["MASTER_ADDR"] = str(self.environment.main_address)
+            if "MASTER_PORT" not in os.environ:
+                os.environ["MASTER_PORT"] = str(self.environment.main_port)
         kwargs["timeout"] = self.timeout
         dist.init_process_group(**kwargs)
         self._owns_process_group = True
         if not self._spawned_worker:
             atexit.register(self._teardown_at_exit)
+            keep_group(self)  # outlives the run: a later fork must not inherit it
 
     def _pick_device(self, local_rank: int) -> torch.device:
         devices = self.parallel_devices or []
@@ -345,6 +349,8 @@ class DDPStrategy(DDPCollectives, ParallelStrategy):
         """Destroy the process group if ember created it. Safe to call twice."""
         if self._owns_process_group and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+            if not self._spawned_worker:
+                keep_group(None)
         self._owns_process_group = False
         self._wrapped = None
         self.accelerator.teardown() if self.accelerator is not None else None

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ember.errors import UserError
 from ember.launch import dumps, load_shipped_run, ship_run
 from ember.seed import rng_state, set_rng_state
 
@@ -64,6 +65,40 @@ class SpawnableStrategy(Protocol):
     def teardown(self) -> None: ...
 
 
+#: ``(strategy, group)``: the default ``torch.distributed`` group a strategy
+#: made in this process and keeps after its run (a later ``trainer.test()``
+#: uses it again), if one did: see :func:`keep_group` and
+#: :func:`release_group_before_fork`.
+_kept_group: tuple[Any, Any] | None = None
+
+
+def keep_group(owner: Any) -> None:
+    """Record that ``owner`` (a strategy whose ``teardown()`` destroys it)
+    has just made this process's default process group and keeps it after
+    its run; ``keep_group(None)`` once it is destroyed."""
+    import torch.distributed as dist
+
+    global _kept_group
+    _kept_group = None if owner is None else (owner, dist.group.WORLD)
+
+
+def release_group_before_fork() -> None:
+    """A forked worker inherits this process's process group without the
+    threads that serve it (gloo's), and its first collective then waits
+    forever. Destroy the group an earlier ember run kept; refuse any other
+    (the user's, or one made after ember's was destroyed), with what to do."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if _kept_group is None or _kept_group[1] is not dist.group.WORLD:
+        raise UserError(
+            "start_method='fork': this process already has a torch.distributed process group, which forked workers would "
+            "inherit and hang on. Call torch.distributed.destroy_process_group() before fit, or use start_method='popen'."
+        )
+    _kept_group[0].teardown()
+
+
 class SpawnLauncher:
     """Starts the processes of a run and brings rank zero's results back (the
     :class:`ember.roles.Launcher` of the built-in parallel strategies: ddp,
@@ -96,6 +131,9 @@ class SpawnLauncher:
             port = int(os.environ["MASTER_PORT"])
         else:
             port = env.main_port if num_nodes > 1 else find_free_port()
+        start_method = getattr(s, "start_method", "popen").replace("popen", "spawn")
+        if start_method == "fork":
+            release_group_before_fork()
         workdir = tempfile.mkdtemp(prefix="ember-ddp-")
         try:
             # The workers continue the caller's random state, as if the run had
@@ -108,7 +146,7 @@ class SpawnLauncher:
                 nprocs=nprocs,
                 join=False,
                 # DDPStrategy(start_method=...); Lightning's "popen" (re-running the script) is ember's spawn start
-                start_method=getattr(s, "start_method", "popen").replace("popen", "spawn"),
+                start_method=start_method,
             )
             try:
                 while not context.join():
