@@ -214,8 +214,8 @@ def note_origin(exc: BaseException, dispatch: Dispatch | None, pm: PluginManager
 def _code_of(fn: Any) -> Any:
     fn = getattr(fn, "__func__", fn)
     code = getattr(fn, "__code__", None)
-    if code is None:  # a callable object
-        call = getattr(type(fn), "__call__", None)
+    if code is None and callable(fn):  # a callable object
+        call = type(fn).__call__
         code = getattr(getattr(call, "__func__", call), "__code__", None)
     return code
 

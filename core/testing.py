@@ -58,6 +58,16 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ember._testing_support import QUIET_DEFAULTS, HookCall, HookRecorder, ResumeReport, TinyDataModule, TinyModule, quiet_trainer
+    from ember.logger_conformance import Handle, KillBound, LoggerConformance, LoggerSpec, Stored
+    from ember.role_conformance import (
+        RoleConformanceError,
+        check_accelerator,
+        check_accelerator_factory,
+        check_checkpoint_io,
+        check_cluster_environment,
+        check_precision,
+    )
+    from ember.role_conformance_strategy import check_strategy, strategy_role_kwargs
 
 __all__ = [
     "QUIET_DEFAULTS",

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ember.plugins.callbacks.progress import ProgressBar, BarCounter
+from ember.plugins.callbacks.progress import BarCounter, ProgressBar
 
 if TYPE_CHECKING:
     from ember.trainer import Trainer

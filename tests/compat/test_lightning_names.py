@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ember
 from ember.callback import Logger
+from ember.plugins.checkpoint_io.torch_io import CheckpointLoadError
 
 
 def _data(n: int = 32, seed: int = 0) -> TensorDataset:
@@ -177,7 +178,7 @@ def test_weights_only_false_loads_a_checkpoint_with_objects(tmp_path: Path) -> N
     ckpt = torch.load(path, weights_only=False)
     ckpt["extra"] = {"an object": Path("x")}  # not loadable with weights_only=True
     torch.save(ckpt, path)
-    with pytest.raises(Exception):
+    with pytest.raises(CheckpointLoadError, match="contains objects outside the types ember allows"):
         _trainer(tmp_path).validate(Net(), _loader(), ckpt_path=str(path), verbose=False)
     _trainer(tmp_path).validate(Net(), _loader(), ckpt_path=str(path), verbose=False, weights_only=False)
     assert torch.equal(Net.load_from_checkpoint(path, weights_only=False).layer.weight, model.layer.weight)

@@ -5,7 +5,6 @@ validate/test/predict return, and the per-step dispatch tuples."""
 from __future__ import annotations
 
 import importlib.util
-
 from pathlib import Path
 from typing import Any
 

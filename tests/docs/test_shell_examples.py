@@ -115,7 +115,7 @@ def test_page_shell_examples_run(page: Path, tmp_path: Path) -> None:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["MPLBACKEND"] = "Agg"
     for line, session in console_blocks(page.read_text(encoding="utf-8")):
-        for (command, status, output), (_, expected) in zip(_run_block(session, start, env), session):
+        for (command, status, output), (_, expected) in zip(_run_block(session, start, env), session, strict=False):
             where = f"{page.relative_to(ROOT)} line {line}: `{command}`"
             assert status == 0, f"{where} exited with {status}:\n{output[-3000:]}"
             missing = match_in_order(expected, output)
