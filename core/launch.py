@@ -2,20 +2,23 @@
 processes (``ddp_spawn``, fsdp, deepspeed, ember-xla's spawn) sends to them and
 brings back.
 
-Any launcher, built-in or third-party, uses the same three public functions:
+Any launcher, built-in or third-party, uses the same public functions:
 
 - :func:`dumps` pickles ``(function, args, ...)`` for the workers (modules the
   trainer's plugin manager holds travel as an import by name);
 - in rank zero, :func:`ship_run` packs what the run left behind (the result,
   the module's weights, the :class:`~ember.loops.state.RunState` without
-  its loaders and placed module, callback states);
-- back in the calling process, :func:`load_shipped_run` puts that into the
-  trainer, so the caller sees the run as if it had happened in its process.
+  its loaders and placed module, callback states), and
+  :func:`write_shipped_run` writes that into the launcher's work directory;
+- back in the calling process, :func:`read_shipped_run` reads it and
+  :func:`load_shipped_run` puts it into the trainer, so the caller sees the
+  run as if it had happened in its process.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import types
 import warnings
@@ -85,3 +88,30 @@ def load_shipped_run(trainer: Trainer, shipped: dict[str, Any]) -> None:
                 cb.load_state_dict(state)
             except Exception as exc:  # the weights matter more than a callback's bookkeeping
                 warnings.warn(f"ddp_spawn: could not restore {name}'s state in the main process: {exc}", stacklevel=3)
+
+
+#: the file rank zero's shipped run is written to, in the launcher's work directory
+RESULT_FILE = "result.pt"
+
+
+def write_shipped_run(workdir: str, trainer: Trainer | None, result: Any) -> None:
+    """In rank zero: :func:`ship_run`, written whole or not at all (a
+    temporary file renamed), into ``workdir``."""
+    import torch
+
+    path = os.path.join(workdir, RESULT_FILE)
+    torch.save(ship_run(trainer, result), path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def read_shipped_run(workdir: str) -> dict[str, Any] | None:
+    """In the launching process: what :func:`write_shipped_run` wrote into
+    ``workdir``, or ``None`` when rank zero wrote nothing."""
+    import torch
+
+    path = os.path.join(workdir, RESULT_FILE)
+    if not os.path.isfile(path):
+        return None
+    # Not a user's file: rank zero of this very run wrote it, into the private
+    # directory this launcher made (mkdtemp); the result may be any picklable value.
+    return torch.load(path, weights_only=False)

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 
 from ember.errors import UserError
-from ember.launch import dumps, load_shipped_run, ship_run
+from ember.launch import dumps, load_shipped_run, read_shipped_run, write_shipped_run
 from ember.seed import rng_state, set_rng_state
 
 
@@ -76,8 +77,6 @@ def keep_group(owner: Any) -> None:
     """Record that ``owner`` (a strategy whose ``teardown()`` destroys it)
     has just made this process's default process group and keeps it after
     its run; ``keep_group(None)`` once it is destroyed."""
-    import torch.distributed as dist
-
     global _kept_group
     _kept_group = None if owner is None else (owner, dist.group.WORLD)
 
@@ -87,8 +86,6 @@ def release_group_before_fork() -> None:
     threads that serve it (gloo's), and its first collective then waits
     forever. Destroy the group an earlier ember run kept; refuse any other
     (the user's, or one made after ember's was destroyed), with what to do."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()):
         return
     if _kept_group is None or _kept_group[1] is not dist.group.WORLD:
@@ -154,12 +151,11 @@ class SpawnLauncher:
             except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException) as exc:
                 error = self._failure(exc, workdir, nprocs, node_rank, num_nodes)
                 raise error from error.__cause__  # the worker's own exception, when it could be sent
-            result_path = os.path.join(workdir, "result.pt")
-            if not os.path.isfile(result_path):
+            shipped = read_shipped_run(workdir)
+            if shipped is None:
                 if node_rank != 0:
                     return None  # rank zero lives on another node
                 raise DDPWorkerError("ddp_spawn: rank 0 ended without an error but wrote no result.")
-            shipped = torch.load(result_path, weights_only=False)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if trainer is not None:
@@ -232,10 +228,7 @@ def _worker(local_rank: int, payload: bytes, nprocs: int, node_rank: int, num_no
         if strategy is not None:
             strategy.gather_final_state(trainer.module)  # every rank: it may be a collective
         if global_rank == 0:
-            shipped = ship_run(trainer, result)
-            path = os.path.join(workdir, "result.pt")
-            torch.save(shipped, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            write_shipped_run(workdir, trainer, result)
         open(os.path.join(workdir, f"done-{global_rank}"), "w").close()
         if strategy is not None:
             strategy.barrier("ddp_spawn_exit")  # leave together: a peer vanishing mid-teardown can abort gloo

@@ -112,6 +112,22 @@ def test_a_shipped_run_comes_back_into_a_fresh_trainer(h: Any, make_trainer: Any
     assert set(fresh.callback_metrics) == set(done.callback_metrics)
 
 
+def test_a_shipped_run_goes_through_the_work_directory(h: Any, make_trainer: Any, tmp_path: Any) -> None:
+    """Rank zero writes, the launcher reads: both built-in launchers (spawn
+    and ember-xla's) go through these two functions."""
+    assert launch.read_shipped_run(str(tmp_path)) is None  # rank zero wrote nothing
+    done = make_trainer(max_epochs=1)
+    done.fit(h.TrainOnly(), train_dataloaders=h.loader())
+    launch.write_shipped_run(str(tmp_path), done, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [launch.RESULT_FILE]  # no temporary file left
+    shipped = launch.read_shipped_run(str(tmp_path))
+    assert shipped is not None and shipped["return"] == {"a": 1}
+    fresh = make_trainer(max_epochs=1)
+    fresh.module = h.TrainOnly()
+    launch.load_shipped_run(fresh, shipped)
+    assert h.same(h.params_of(fresh.module), h.params_of(done.module))
+
+
 def test_the_run_lives_in_one_run_state(h: Any, make_trainer: Any) -> None:
     from ember.loops.state import RunState
 

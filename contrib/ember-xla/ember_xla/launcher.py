@@ -9,16 +9,13 @@ own ``ddp_spawn`` uses. It asks of the strategy only public members
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from ember.launch import dumps, load_shipped_run, ship_run
+from ember.launch import dumps, load_shipped_run, read_shipped_run, write_shipped_run
 
 if TYPE_CHECKING:
     from ember_xla.strategies import XLADDPStrategy
@@ -59,10 +56,9 @@ class XLALauncher:
                 spawn(_replica, args=(payload, workdir), start_method=strategy.start_method)
             except Exception as exc:
                 raise XLAWorkerError(f"xla_ddp: a replica failed with {type(exc).__name__}: {exc}") from exc
-            result_path = os.path.join(workdir, "result.pt")
-            if not os.path.isfile(result_path):
+            shipped = read_shipped_run(workdir)
+            if shipped is None:
                 raise XLAWorkerError("xla_ddp: the replicas ended without an error, but rank 0 wrote no result.")
-            shipped = torch.load(result_path, weights_only=False)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         if trainer is not None:
@@ -81,7 +77,4 @@ def _replica(index: int, payload: bytes, workdir: str) -> None:
         strategy.become_replica()
     result = function(*args)
     if strategy is None or strategy.is_global_zero:
-        shipped = ship_run(trainer, result)
-        path = os.path.join(workdir, "result.pt")
-        torch.save(shipped, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        write_shipped_run(workdir, trainer, result)
