@@ -63,6 +63,7 @@ class _Entry:
         "folded_weight",
         "metric",
         "keep_graph",
+        "double",
     )
 
     def __init__(self, name: str, on_step: bool, on_epoch: bool, prog_bar: bool, logger: bool, reduce: str, sync_dist: bool) -> None:
@@ -81,6 +82,7 @@ class _Entry:
         self.folded_weight = 0
         self.metric: Any = None  # a torchmetrics Metric (see ember.metric_logging)
         self.keep_graph = False  # logged with enable_graph=True: readers get the tensor with its graph
+        self.double = False  # first logged as a float64 tensor: the epoch value is reduced in float64
 
     def step_value(self) -> Any:
         """The last value as readers get it: a tensor, detached unless logged
@@ -109,9 +111,11 @@ class _Entry:
         """``(folded, folded_weight)`` with the waiting values reduced in; changes nothing."""
         if not self.values:
             return self.folded, self.folded_weight
-        values = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in self.values]).to(
-            torch.float64 if self._is_double() else torch.float32
-        )
+        dtype = torch.float64 if self.double else torch.float32
+        if any(isinstance(v, torch.Tensor) for v in self.values):
+            values = torch.stack([v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=dtype) for v in self.values]).to(dtype)
+        else:  # numbers only (CPU values are kept as numbers): one tensor, as stacking them would give
+            values = torch.tensor(self.values, dtype=torch.float64 if self.double else None).to(dtype)
         weight = self.folded_weight
         if self.reduce == "mean":
             weights = self.weights
@@ -134,10 +138,6 @@ class _Entry:
         if self.reduce == "max":
             return torch.maximum(self.folded, part), weight
         return torch.minimum(self.folded, part), weight
-
-    def _is_double(self) -> bool:
-        first = self.values[0]
-        return isinstance(first, torch.Tensor) and first.dtype == torch.float64
 
     def epoch_value(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None, final: bool = True) -> torch.Tensor | None:
         """The epoch's reduced value; ``final=False`` reads the value so far
@@ -202,19 +202,25 @@ class Results:
         if entry is None:
             entry = self._create(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
         # The hot path: no device sync, no conversion, no tensor made for a step-only value.
-        # A step-only value is kept as given and detached (a number: made a
+        # The step value is kept as given and detached (a number: made a
         # tensor) by _Entry.step_value when something reads it, which most
-        # never are; values kept for the epoch are detached now, since up to
-        # _FOLD_EVERY of them wait in a list.
+        # never are. A value kept for the epoch waits in a list with up to
+        # _FOLD_EVERY others, without its graph: as a Python number when it is
+        # on the CPU (tolist() reads it without a dispatcher call or a device
+        # sync, and a number holds no tensor or storage alive: kept tensors
+        # slowed the next backward pass, docs/benchmarks.md), else as ``.data``
+        # (the same storage without the graph, as detach() gives, minus its
+        # dispatcher call). Nothing writes to a kept value in place.
+        kept = value
         if isinstance(value, torch.Tensor):
             entry.keep_graph = enable_graph
-            if entry.on_epoch and not enable_graph and value.requires_grad:
-                # ``.data``: the same storage without the graph, as detach()
-                # gives, but made without a dispatcher call (about half the
-                # cost on the step's hot path). Nothing writes to it in place.
-                value = value.data
+            if entry.on_epoch and not enable_graph:
+                if value.is_cpu:
+                    kept = value.tolist()
+                elif value.requires_grad:
+                    kept = value.data
         elif isinstance(value, (int, float)):
-            value = float(value)  # callback_metrics promise tensors: step_value() converts
+            kept = value = float(value)  # callback_metrics promise tensors: step_value() converts
         else:
             items = metric_logging.collection_items(value)
             if items is not None:
@@ -242,7 +248,7 @@ class Results:
         entry.last = value
         entry.fresh = True
         if entry.on_epoch:
-            entry.values.append(value)
+            entry.values.append(kept)
             if entry.reduce == "mean":
                 if batch_size is None:
                     batch_size = self._batch_size
@@ -280,6 +286,7 @@ class Results:
             reduce,
             sync_dist,
         )
+        entry.double = isinstance(value, torch.Tensor) and value.dtype == torch.float64
         self.entries[key] = entry
         return entry
 
@@ -344,8 +351,9 @@ class Results:
                 "folded": entry.folded,
                 "folded_weight": entry.folded_weight,
                 # Not folded here: the resumed run folds at the same counts as an uninterrupted one.
-                "values": [v if isinstance(v, torch.Tensor) else torch.tensor(float(v)) for v in entry.values],
+                "values": list(entry.values),  # numbers, and tensors from other devices
                 "weights": list(entry.weights),
+                "double": entry.double,
             }
         return {"entries": entries}
 
@@ -359,8 +367,11 @@ class Results:
                 continue
             entry.folded = saved["folded"]
             entry.folded_weight = saved["folded_weight"]
-            entry.values = list(saved.get("values", ()))  # absent in checkpoints written before ember 0.2
+            # absent in checkpoints written before ember 0.2
+            entry.values = list(saved.get("values", ()))
             entry.weights = list(saved.get("weights", ()))
+            folded = entry.folded
+            entry.double = saved.get("double", isinstance(folded, torch.Tensor) and folded.dtype == torch.float64)
             self.entries[key] = entry
 
     def finalize_epoch(
