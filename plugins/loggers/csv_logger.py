@@ -146,13 +146,15 @@ class CSVLogger(VersionedLogger):
                 if key not in known:
                     known.add(key)
                     new_keys.append(key)
-        records = [{"step": step, **{k: _to_float(v) for k, v in metrics.items()}} for step, metrics in rows]
         if new_keys or not os.path.exists(path):
             self._keys.extend(new_keys)
-            self._rewrite(path, records)
+            self._rewrite(path, [{"step": step, **{k: _to_float(v) for k, v in metrics.items()}} for step, metrics in rows])
         else:
+            # Rows as lists in the header's order (what DictWriter would write, an
+            # empty cell for a metric a row lacks), without a dict per row.
+            keys = self._keys
             with open(path, "a", newline="", encoding="utf-8") as fh:
-                csv.DictWriter(fh, fieldnames=["step", *self._keys]).writerows(records)
+                csv.writer(fh).writerows([step, *[_to_float(m[k]) if k in m else "" for k in keys]] for step, m in rows)
 
     def _adopt_existing_file(self, path: str) -> None:
         """A file from an earlier run of this version: keep it and append."""

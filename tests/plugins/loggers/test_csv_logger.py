@@ -70,6 +70,12 @@ def test_rows_in_order_and_header_widens(tmp_path):
     # the widened file is still a plain CSV: every line has the same number of fields
     with open(os.path.join(logger.log_dir, "metrics.csv"), newline="") as fh:
         assert {len(r) for r in csv.reader(fh)} == {4}
+    # appended rows (no new key) follow the header's order, with empty cells for what a row lacks
+    logger.log_metrics({"lr": 0.05, "loss": 0.5}, step=4)
+    logger.log_metrics({"val_loss": 0.25}, step=5)
+    logger.save()
+    _, rows = read_csv(os.path.join(logger.log_dir, "metrics.csv"))
+    assert rows[4:] == [{"step": "4", "loss": "0.5", "val_loss": "", "lr": "0.05"}, {"step": "5", "loss": "", "val_loss": "0.25", "lr": ""}]
 
 
 def test_buffers_until_flush_interval(tmp_path):
