@@ -206,11 +206,15 @@ class Results:
         # tensor) by _Entry.step_value when something reads it, which most
         # never are. A value kept for the epoch waits in a list with up to
         # _FOLD_EVERY others, without its graph: as a Python number when it is
-        # on the CPU (tolist() reads it without a dispatcher call or a device
-        # sync, and a number holds no tensor or storage alive: kept tensors
-        # slowed the next backward pass, docs/benchmarks.md), else as ``.data``
-        # (the same storage without the graph, as detach() gives, minus its
-        # dispatcher call). Nothing writes to a kept value in place.
+        # on the CPU (tolist() reads it without a device sync or a detach, and
+        # a number holds no tensor or storage alive: kept tensors slowed the
+        # next backward pass, docs/benchmarks.md; it is also a snapshot, which
+        # a later in-place change to the logged tensor cannot alter). Off the
+        # CPU, a value with a graph (a fresh result, such as the loss) waits
+        # as ``.data`` (the same storage without the graph, as detach() gives,
+        # minus its dispatcher call); one without may be a running total the
+        # module updates in place (``self.correct += ...``), so it waits as a
+        # copy. Nothing writes to a kept value in place.
         kept = value
         if isinstance(value, torch.Tensor):
             entry.keep_graph = enable_graph
@@ -219,6 +223,8 @@ class Results:
                     kept = value.tolist()
                 elif value.requires_grad:
                     kept = value.data
+                else:
+                    kept = value.clone()
         elif isinstance(value, (int, float)):
             kept = value = float(value)  # callback_metrics promise tensors: step_value() converts
         else:

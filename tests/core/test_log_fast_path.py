@@ -194,3 +194,28 @@ def test_values_off_the_cpu_wait_as_graph_free_tensors() -> None:
     assert isinstance(kept, torch.Tensor) and kept.is_meta and kept.grad_fn is None and not kept.requires_grad
     callback, _ = r.finalize_epoch()
     assert callback["loss_epoch"].is_meta
+
+
+def test_a_cpu_epoch_value_is_a_snapshot() -> None:
+    """A tensor updated in place after it was logged (a running counter)
+    does not change what was logged for the epoch."""
+    counter = torch.zeros(())
+    r = Results(default_on_step=False, default_on_epoch=True)
+    for _ in range(3):
+        counter += 1
+        r.new_batch(torch.zeros(2, 1))
+        _log(r, "count", counter, reduce_fx="sum")
+    callback, _ = r.finalize_epoch()
+    assert callback["count"].item() == 6.0  # 1 + 2 + 3, not 3 + 3 + 3
+
+
+def test_an_epoch_value_off_the_cpu_without_a_graph_waits_as_a_copy() -> None:
+    """Off the CPU a running total updated in place would change what was
+    logged if the tensor itself waited: it waits as a copy (on the meta
+    device here; a CUDA tensor takes the same branch)."""
+    counter = torch.zeros((), device="meta")
+    r = Results(default_on_step=False, default_on_epoch=True)
+    r.new_batch(torch.zeros(2, 1))
+    _log(r, "count", counter, reduce_fx="sum")
+    kept = r.entries["count"].values[-1]
+    assert isinstance(kept, torch.Tensor) and kept is not counter and not kept._is_view() and kept.is_meta
