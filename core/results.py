@@ -1,11 +1,11 @@
 """What ``self.log`` records during one loop.
 
-Per step, a logged value is stored as it is: no ``.item()``, no device
-synchronisation, no string formatting, no new tensor. A step value is detached
-(a Python number made a tensor) the first time something reads it; values
-kept for the epoch are detached when logged and kept as lists folded every
-few hundred entries, then reduced when the epoch ends. Conversion to Python
-floats happens only when a logger or the progress bar reads the values.
+Per step: no device synchronisation, no string formatting. A step value is
+stored as given and detached (a number made a tensor) when something first
+reads it. A value kept for the epoch is taken when logged (a Python number on
+the CPU, a graph-free tensor elsewhere) into a list folded every few hundred
+entries and reduced when the epoch ends. Step values become Python floats
+only when a logger or the progress bar reads them.
 ``benchmarks/log_calls.py`` measures what this costs per step.
 """
 
@@ -202,19 +202,14 @@ class Results:
         if entry is None:
             entry = self._create(key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
         # The hot path: no device sync, no conversion, no tensor made for a step-only value.
-        # The step value is kept as given and detached (a number: made a
-        # tensor) by _Entry.step_value when something reads it, which most
-        # never are. A value kept for the epoch waits in a list with up to
-        # _FOLD_EVERY others, without its graph: as a Python number when it is
-        # on the CPU (tolist() reads it without a device sync or a detach, and
-        # a number holds no tensor or storage alive: kept tensors slowed the
-        # next backward pass, docs/benchmarks.md; it is also a snapshot, which
-        # a later in-place change to the logged tensor cannot alter). Off the
-        # CPU, a value with a graph (a fresh result, such as the loss) waits
-        # as ``.data`` (the same storage without the graph, as detach() gives,
-        # minus its dispatcher call); one without may be a running total the
-        # module updates in place (``self.correct += ...``), so it waits as a
-        # copy. Nothing writes to a kept value in place.
+        # The step value is kept as given and detached (a number: made a tensor)
+        # by _Entry.step_value when something reads it, which most never are.
+        # A value kept for the epoch waits (with up to _FOLD_EVERY others)
+        # without its graph, taken now: on the CPU as a Python number (no sync;
+        # kept tensors held their storage and slowed the next backward pass,
+        # docs/benchmarks.md); elsewhere, with a graph (a fresh result such as
+        # the loss) as ``.data`` (detach() without its dispatcher call), without
+        # one as a copy (it may be a running total updated in place).
         kept = value
         if isinstance(value, torch.Tensor):
             entry.keep_graph = enable_graph
@@ -233,18 +228,9 @@ class Results:
                 del self.entries[key]
                 for item_name, metric in items:
                     self.log(
-                        item_name,
-                        metric,
-                        prog_bar,
-                        logger,
-                        on_step,
-                        on_epoch,
-                        reduce_fx,
-                        enable_graph,
-                        sync_dist,
-                        add_dataloader_idx,
-                        batch_size,
-                    )
+                        item_name, metric, prog_bar, logger, on_step, on_epoch, reduce_fx,
+                        enable_graph, sync_dist, add_dataloader_idx, batch_size,
+                    )  # fmt: skip
                 return
             if metric_logging.log_object(self, key, entry, value):
                 return
@@ -373,9 +359,7 @@ class Results:
                 continue
             entry.folded = saved["folded"]
             entry.folded_weight = saved["folded_weight"]
-            # absent in checkpoints written before ember 0.2
-            entry.values = list(saved.get("values", ()))
-            entry.weights = list(saved.get("weights", ()))
+            entry.values, entry.weights = list(saved.get("values", ())), list(saved.get("weights", ()))  # absent before ember 0.2
             folded = entry.folded
             entry.double = saved.get("double", isinstance(folded, torch.Tensor) and folded.dtype == torch.float64)
             self.entries[key] = entry
