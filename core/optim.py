@@ -155,3 +155,25 @@ def closure_may_run_first(optimizer: Any) -> bool:
         and not optimizer._optimizer_step_pre_hooks
         and not _optimizer_module._global_optimizer_pre_hooks
     )
+
+
+class OptimizerWrapper:
+    """Base of the objects that stand in for a user's optimizer
+    (``self.optimizers()``'s handle, DeepSpeed's): ``optimizer`` is the
+    wrapped one, and ``param_groups``, ``state`` and every attribute the
+    subclass does not define are the wrapped optimizer's."""
+
+    optimizer: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":  # unpickling: not set yet
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    @property
+    def param_groups(self) -> Any:
+        return self.optimizer.param_groups
+
+    @property
+    def state(self) -> Any:
+        return self.optimizer.state

@@ -10,7 +10,7 @@ import torch
 
 from ember.loops.step_results import bad_loss, loss_of
 from ember.module import Module
-from ember.optim import closure_may_run_first
+from ember.optim import OptimizerWrapper, closure_may_run_first
 from ember.roles import SkipsGradientSync, StepsDirectly, scales_gradients
 from ember.strategies import StrategyBase
 
@@ -23,7 +23,7 @@ class _SkipStep(Exception):
     nothing was accumulated: the optimizer must not step at all."""
 
 
-class OptimizerHandle:
+class OptimizerHandle(OptimizerWrapper):
     """What ``self.optimizers()`` returns: the optimizer, whose ``step`` also
     fires the step hooks and advances ``global_step``. Everything else is
     forwarded to the wrapped optimizer."""
@@ -31,17 +31,6 @@ class OptimizerHandle:
     def __init__(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
         self._trainer = trainer
         self.optimizer = optimizer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.optimizer, name)
-
-    @property
-    def param_groups(self) -> Any:
-        return self.optimizer.param_groups
-
-    @property
-    def state(self) -> Any:
-        return self.optimizer.state
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         trainer = self._trainer

@@ -22,6 +22,7 @@ class TruePrecision:
 
     #: No loss scaling, so ``unscale_gradients`` is a no-op the loop may skip.
     scales_gradients = False
+
     @property
     def steps_directly(self) -> bool:
         """``backward`` is ``loss.backward()`` and ``optimizer_step`` is

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ember.optim import OptimizerWrapper
+
 if TYPE_CHECKING:
     from ember.plugins.strategies.deepspeed import DeepSpeedStrategy
 
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 OPTIMIZER_MARKER = {"deepspeed": "optimizer state is in the DeepSpeed checkpoint directory"}
 
 
-class DeepSpeedOptimizer:
+class DeepSpeedOptimizer(OptimizerWrapper):
     """What the trainer sees as its optimizer: forwards to the user's optimizer
     (learning rates, ``param_groups`` for LR monitors), while zeroing, stepping
     and state belong to the DeepSpeed engine."""
@@ -27,19 +29,6 @@ class DeepSpeedOptimizer:
     def __init__(self, strategy: DeepSpeedStrategy, optimizer: torch.optim.Optimizer) -> None:
         self._strategy = strategy
         self.optimizer = optimizer
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "optimizer":  # unpickling: not set yet
-            raise AttributeError(name)
-        return getattr(self.optimizer, name)
-
-    @property
-    def param_groups(self) -> Any:
-        return self.optimizer.param_groups
-
-    @property
-    def state(self) -> Any:
-        return self.optimizer.state
 
     @property
     def defaults(self) -> Any:

@@ -310,3 +310,23 @@ def test_scheduler_config_is_exposed(h: Any, make_trainer: Any) -> None:
     assert isinstance(config, LRSchedulerConfig)
     assert (config.interval, config.frequency, config.name, config.opt_idx) == ("step", 1, "my_lr", 0)
     assert config.scheduler.optimizer is trainer.optimizers[0]
+
+
+def test_optimizer_wrappers_forward_to_the_wrapped_optimizer_and_pickle() -> None:
+    """``self.optimizers()``'s handle and DeepSpeed's optimizer share one
+    forwarding base: param groups, state and any other attribute are the
+    wrapped optimizer's, and a wrapper survives pickling."""
+    import pickle
+
+    from ember.loops.optimization import OptimizerHandle
+    from ember.optim import OptimizerWrapper
+
+    param = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9)
+    param.grad = torch.ones(2)
+    opt.step()
+    handle = OptimizerHandle(None, opt)  # type: ignore[arg-type]  (no trainer needed to read through it)
+    assert isinstance(handle, OptimizerWrapper)
+    assert handle.param_groups is opt.param_groups and handle.state is opt.state and handle.defaults is opt.defaults
+    copy = pickle.loads(pickle.dumps(handle))
+    assert copy.param_groups[0]["lr"] == 0.1 and torch.equal(copy.state[copy.param_groups[0]["params"][0]]["momentum_buffer"], torch.ones(2))
