@@ -47,6 +47,19 @@ class Regressor(ember.Module):
         return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
+class ShardableNet(ember.Module):
+    """Two children to shard and a parameter of the root's own (FSDP shards it with the root)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
+        self.head = torch.nn.Linear(8, 1)
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)) * self.scale
+
+
 class Crash(Exception):
     """The planned failure :class:`SaveThenCrash` raises."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from strategy_helpers import QUIET, regression_data  # noqa: E402
+from strategy_helpers import QUIET, ShardableNet, regression_data  # noqa: E402
 from torch.utils.data import DataLoader
 
 import ember
@@ -38,19 +38,11 @@ pytestmark = [
 NAMES = ["body.0.bias", "body.0.weight", "head.bias", "head.weight", "scale"]
 
 
-class Net(ember.Module):
-    """Two sharded children and a parameter of the root's own (sharded with the root)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
-        self.head = torch.nn.Linear(8, 1)
-        self.scale = torch.nn.Parameter(torch.ones(1))
-
+class Net(ShardableNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # 1.0 only if dynamo traced the forward (a constant True while tracing), in every rank.
         self.log("compiled", float(torch.compiler.is_compiling()), on_step=False, on_epoch=True, sync_dist=True, reduce_fx="min")
-        return self.head(self.body(x)) * self.scale
+        return super().forward(x)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch

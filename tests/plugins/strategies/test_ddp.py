@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from strategy_helpers import QUIET, regression_data, run_torchrun  # noqa: E402
+from strategy_helpers import Regressor as PlainRegressor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 import ember
@@ -26,19 +27,11 @@ from ember.plugins.strategies.ddp import DDPSpawnStrategy, DDPStrategy, DDPWorke
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
 
-class Regressor(ember.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-
+class Regressor(PlainRegressor):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        loss = super().training_step(batch, batch_idx)
         self.log("train_loss", loss, on_epoch=True, sync_dist=True)
         return loss
-
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=0.05)
 
 
 class ManualRegressor(Regressor):

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 from strategy_helpers import QUIET, regression_data  # noqa: E402
+from strategy_helpers import Regressor as PlainRegressor
 from torch.utils.data import DataLoader
 
 import ember
@@ -32,14 +33,9 @@ TRAIN_TOL = 1e-5
 RESUME_TOL = 1e-6
 
 
-class Regressor(ember.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
-
+class Regressor(PlainRegressor):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        loss = super().training_step(batch, batch_idx)
         self.log("train_loss", loss, sync_dist=True)
         return loss
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from strategy_helpers import QUIET, regression_data, run_torchrun  # noqa: E402
+from strategy_helpers import QUIET, ShardableNet, regression_data, run_torchrun  # noqa: E402
 from torch.utils.data import DataLoader
 
 import ember
@@ -21,18 +21,7 @@ from ember.plugins.strategies.fsdp import FSDPStrategy, is_sharded_checkpoint, o
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
 
-class Regressor(ember.Module):
-    """Two sharded children and a parameter of the root's own (sharded with the root)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh())
-        self.head = torch.nn.Linear(8, 1)
-        self.scale = torch.nn.Parameter(torch.ones(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x)) * self.scale
-
+class Regressor(ShardableNet):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = torch.nn.functional.mse_loss(self(x), y)
